@@ -1,0 +1,362 @@
+//! `GET /files` (download) and `POST /files` (upload, raw or multipart).
+//! Uploads land in a temporary file beside the destination and are renamed
+//! into place only when complete, so an interrupted upload never leaves a
+//! half-written file behind.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use capsule_protocol::client::Body;
+use capsule_protocol::filesystem::WrittenFile;
+use capsule_protocol::{Code, ConnectError};
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::Agent;
+use crate::http::{channel_body, plain_error};
+use crate::users::{Identity, as_user, resolve};
+
+/// Decodes `%XX` escapes and `+` in a query component.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn identity(
+    agent: &Agent,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Identity, ConnectError> {
+    match query.get("username").filter(|u| !u.is_empty()) {
+        Some(user) => agent.users.lookup(user),
+        None => agent.identity(headers),
+    }
+}
+
+pub async fn download(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
+    let query = parse_query(req.uri().query());
+    let result = async {
+        let id = identity(&agent, req.headers(), &query)?;
+        let path = resolve(query.get("path").map(String::as_str).unwrap_or(""), &id)?;
+        let read_path = path.clone();
+        let (file, len) = as_user(&id, move || crate::fs::open_for_read(&read_path)).await?;
+        Ok::<_, ConnectError>((path, file, len))
+    }
+    .await;
+    let (path, file, len) = match result {
+        Ok(v) => v,
+        Err(e) => return plain_error(&e),
+    };
+    let (tx, body) = channel_body(4);
+    tokio::spawn(async move {
+        let mut file = tokio::fs::File::from_std(file);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match file.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!(
+                "attachment; filename=\"{}\"",
+                name.replace(['"', '\\', '\r', '\n'], "_")
+            ),
+        )
+        .body(body)
+        .expect("static response parts are valid")
+}
+
+/// An upload in progress: a temporary file renamed over `dest` on commit.
+struct Upload {
+    dest: PathBuf,
+    temp: PathBuf,
+    file: tokio::fs::File,
+    id: Identity,
+}
+
+impl Upload {
+    async fn begin(id: &Identity, dest: PathBuf, mode: Option<u32>) -> Result<Self, ConnectError> {
+        let id2 = id.clone();
+        let (dest, temp, file) = as_user(id, move || {
+            // Writing through a symlink writes its target, as open(2) would.
+            let dest = match std::fs::symlink_metadata(&dest) {
+                Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(&dest).unwrap_or(dest),
+                _ => dest,
+            };
+            let existing_mode = std::fs::metadata(&dest)
+                .ok()
+                .map(|m| m.permissions().mode() & 0o7777);
+            let name = dest
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| {
+                    ConnectError::invalid_argument(format!(
+                        "write {}: not a file path",
+                        dest.display()
+                    ))
+                })?;
+            let mut suffix = [0u8; 6];
+            let _ = rustix::rand::getrandom(&mut suffix, rustix::rand::GetRandomFlags::empty());
+            let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+            let temp = dest.with_file_name(format!(".{name}.upload-{suffix}"));
+            crate::fs::guard_agent(&dest)?;
+            if std::fs::metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                return Err(ConnectError::invalid_argument(format!(
+                    "write {}: is a directory",
+                    dest.display()
+                )));
+            }
+            let file = crate::fs::open_for_write(&temp, mode.or(existing_mode))?;
+            Ok((dest, temp, file))
+        })
+        .await?;
+        Ok(Self {
+            dest,
+            temp,
+            file: tokio::fs::File::from_std(file),
+            id: id2,
+        })
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), ConnectError> {
+        let temp = self.temp.clone();
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(|e| crate::fs::io_error("write", &temp, &e))
+    }
+
+    async fn commit(mut self) -> Result<WrittenFile, ConnectError> {
+        self.file
+            .flush()
+            .await
+            .map_err(|e| crate::fs::io_error("write", &self.temp, &e))?;
+        let (temp, dest) = (self.temp.clone(), self.dest.clone());
+        as_user(&self.id, move || {
+            std::fs::rename(&temp, &dest).map_err(|e| {
+                let _ = std::fs::remove_file(&temp);
+                crate::fs::io_error("write", &dest, &e)
+            })
+        })
+        .await?;
+        Ok(WrittenFile {
+            name: self
+                .dest
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            kind: "file".into(),
+            path: self.dest.display().to_string(),
+        })
+    }
+
+    async fn abort(self) {
+        let temp = self.temp.clone();
+        let _ = as_user(&self.id, move || {
+            let _ = std::fs::remove_file(&temp);
+            Ok(())
+        })
+        .await;
+    }
+}
+
+async fn copy_body(mut upload: Upload, mut body: Incoming) -> Result<WrittenFile, ConnectError> {
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref()
+                    && let Err(e) = upload.write(data).await
+                {
+                    upload.abort().await;
+                    return Err(e);
+                }
+            }
+            Some(Err(e)) => {
+                upload.abort().await;
+                return Err(ConnectError::new(
+                    Code::Canceled,
+                    format!("upload interrupted: {e}"),
+                ));
+            }
+        }
+    }
+    upload.commit().await
+}
+
+fn parse_mode(query: &HashMap<String, String>) -> Result<Option<u32>, ConnectError> {
+    match query.get("mode") {
+        None => Ok(None),
+        Some(m) => u32::from_str_radix(m, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .map(Some)
+            .ok_or_else(|| {
+                ConnectError::invalid_argument(format!(
+                    "invalid mode {m:?}: expected octal such as 644"
+                ))
+            }),
+    }
+}
+
+pub async fn upload(agent: Arc<Agent>, req: Request<Incoming>) -> Response<Body> {
+    match upload_inner(agent, req).await {
+        Ok(written) => {
+            let json = serde_json::to_vec(&written).expect("written files serialize");
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(capsule_protocol::client::full_body(json))
+                .expect("static response parts are valid")
+        }
+        Err(e) => plain_error(&e),
+    }
+}
+
+async fn upload_inner(
+    agent: Arc<Agent>,
+    req: Request<Incoming>,
+) -> Result<Vec<WrittenFile>, ConnectError> {
+    let query = parse_query(req.uri().query());
+    let id = identity(&agent, req.headers(), &query)?;
+    let mode = parse_mode(&query)?;
+    let query_path = query.get("path").filter(|p| !p.is_empty()).cloned();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING)
+        && encoding.as_bytes() != b"identity"
+    {
+        return Err(ConnectError::new(
+            Code::Unimplemented,
+            format!("Content-Encoding {encoding:?} is not supported for uploads"),
+        ));
+    }
+
+    if content_type.starts_with("multipart/form-data") {
+        let boundary = multer::parse_boundary(&content_type)
+            .map_err(|e| ConnectError::invalid_argument(format!("multipart upload: {e}")))?;
+        let stream = http_body_util::BodyStream::new(req.into_body());
+        let stream = futures_util::StreamExt::filter_map(stream, |frame| async move {
+            match frame {
+                Ok(f) => f.into_data().ok().map(Ok::<Bytes, hyper::Error>),
+                Err(e) => Some(Err(e)),
+            }
+        });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        let mut written = Vec::new();
+        while let Some(mut field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| ConnectError::invalid_argument(format!("multipart upload: {e}")))?
+        {
+            let target = match (&query_path, field.file_name()) {
+                (Some(p), _) if written.is_empty() => p.clone(),
+                (_, Some(name)) if !name.is_empty() => name.to_owned(),
+                (Some(p), None) => p.clone(),
+                _ => {
+                    return Err(ConnectError::invalid_argument(
+                        "multipart upload: a part has no file name and no path was given",
+                    ));
+                }
+            };
+            let dest = resolve(&target, &id)?;
+            let mut up = Upload::begin(&id, dest, mode).await?;
+            loop {
+                match field.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if let Err(e) = up.write(&chunk).await {
+                            up.abort().await;
+                            return Err(e);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        up.abort().await;
+                        return Err(ConnectError::invalid_argument(format!(
+                            "multipart upload: {e}"
+                        )));
+                    }
+                }
+            }
+            written.push(up.commit().await?);
+        }
+        return Ok(written);
+    }
+
+    let target = query_path
+        .ok_or_else(|| ConnectError::invalid_argument("upload needs a path query parameter"))?;
+    let dest = resolve(&target, &id)?;
+    let up = Upload::begin(&id, dest, mode).await?;
+    Ok(vec![copy_body(up, req.into_body()).await?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query(Some("path=%2Fworkspace%2Fa%20b.txt&username=user&x"));
+        assert_eq!(q["path"], "/workspace/a b.txt");
+        assert_eq!(q["username"], "user");
+        assert_eq!(q["x"], "");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("a+b"), "a b");
+    }
+}

@@ -1,0 +1,365 @@
+//! The `filesystem.Filesystem` service: every operation runs on the blocking
+//! pool with the requesting user's filesystem permissions.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use capsule_protocol::filesystem::{EntryInfo, FileType};
+use capsule_protocol::{Code, ConnectError};
+
+use crate::users::is_agent_proc;
+
+/// Maps an I/O error on `path` to the Connect error a client expects.
+pub fn io_error(op: &str, path: &Path, err: &io::Error) -> ConnectError {
+    let p = path.display();
+    match err.kind() {
+        io::ErrorKind::NotFound => {
+            ConnectError::not_found(format!("{op} {p}: no such file or directory"))
+        }
+        io::ErrorKind::PermissionDenied => ConnectError::new(
+            Code::PermissionDenied,
+            format!("{op} {p}: permission denied"),
+        ),
+        io::ErrorKind::AlreadyExists => {
+            ConnectError::new(Code::AlreadyExists, format!("{op} {p}: already exists"))
+        }
+        io::ErrorKind::NotADirectory => {
+            ConnectError::invalid_argument(format!("{op} {p}: a path component is not a directory"))
+        }
+        io::ErrorKind::IsADirectory => {
+            ConnectError::invalid_argument(format!("{op} {p}: is a directory"))
+        }
+        io::ErrorKind::DirectoryNotEmpty => ConnectError::new(
+            Code::FailedPrecondition,
+            format!("{op} {p}: directory not empty"),
+        ),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            ConnectError::new(Code::ResourceExhausted, format!("{op} {p}: no space left"))
+        }
+        io::ErrorKind::FileTooLarge => {
+            ConnectError::new(Code::ResourceExhausted, format!("{op} {p}: file too large"))
+        }
+        io::ErrorKind::ReadOnlyFilesystem => ConnectError::new(
+            Code::PermissionDenied,
+            format!("{op} {p}: read-only file system"),
+        ),
+        _ => match err.raw_os_error() {
+            Some(libc::ELOOP) => ConnectError::invalid_argument(format!(
+                "{op} {p}: too many levels of symbolic links"
+            )),
+            Some(libc::EXDEV) => ConnectError::new(
+                Code::FailedPrecondition,
+                format!("{op} {p}: source and destination are on different file systems"),
+            ),
+            _ => ConnectError::internal(format!("{op} {p}: {err}")),
+        },
+    }
+}
+
+/// Refuses paths that resolve into the agent's own `/proc` entry.
+pub fn guard_agent(path: &Path) -> Result<(), ConnectError> {
+    let resolved = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if is_agent_proc(&resolved) {
+        return Err(ConnectError::new(
+            Code::PermissionDenied,
+            format!(
+                "{} belongs to the sandbox agent and is not accessible",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a file that, once opened, turns out to be the agent's own
+/// `/proc` entry (a symlink swapped in after the path check).
+fn check_opened(file: &fs::File, path: &Path) -> Result<(), ConnectError> {
+    use std::os::fd::AsRawFd;
+    let actual = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_default();
+    if is_agent_proc(&actual) {
+        return Err(ConnectError::new(
+            Code::PermissionDenied,
+            format!(
+                "{} belongs to the sandbox agent and is not accessible",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `ls -l` style permission text for a mode.
+pub fn permissions_text(mode: u32) -> String {
+    let kind = match mode & libc::S_IFMT {
+        libc::S_IFDIR => 'd',
+        libc::S_IFLNK => 'l',
+        libc::S_IFCHR => 'c',
+        libc::S_IFBLK => 'b',
+        libc::S_IFIFO => 'p',
+        libc::S_IFSOCK => 's',
+        _ => '-',
+    };
+    let mut s = String::with_capacity(10);
+    s.push(kind);
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
+    for (bit, ch) in bits {
+        s.push(if mode & bit != 0 { ch } else { '-' });
+    }
+    s
+}
+
+fn name_of(uid: u32, file: &str) -> String {
+    fs::read_to_string(file)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_owned())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn rfc3339(secs: i64, nanos: i64) -> Option<String> {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).ok()? + time::Duration::nanoseconds(nanos);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// Describes the entry at `path` (not following a final symlink for the
+/// link itself; its type is that of the target).
+pub fn entry_info(path: &Path) -> io::Result<EntryInfo> {
+    let meta = fs::symlink_metadata(path)?;
+    let (file_type, symlink_target, shown) = if meta.file_type().is_symlink() {
+        let target = fs::read_link(path).ok().map(|t| t.display().to_string());
+        let followed = fs::metadata(path).ok();
+        let file_type = match &followed {
+            Some(m) if m.is_dir() => FileType::Directory,
+            _ => FileType::File,
+        };
+        (file_type, target, followed.unwrap_or_else(|| meta.clone()))
+    } else {
+        let t = if meta.is_dir() {
+            FileType::Directory
+        } else {
+            FileType::File
+        };
+        (t, None, meta.clone())
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    Ok(EntryInfo {
+        name,
+        file_type,
+        path: path.display().to_string(),
+        size: i64::try_from(shown.len()).unwrap_or(i64::MAX),
+        mode: meta.mode(),
+        permissions: permissions_text(meta.mode()),
+        owner: name_of(meta.uid(), "/etc/passwd"),
+        group: name_of(meta.gid(), "/etc/group"),
+        modified_time: rfc3339(meta.mtime(), meta.mtime_nsec()),
+        symlink_target,
+    })
+}
+
+pub fn stat(path: &Path) -> Result<EntryInfo, ConnectError> {
+    guard_agent(path)?;
+    entry_info(path).map_err(|e| io_error("stat", path, &e))
+}
+
+/// Lists `path` down to `depth` levels (0 and 1 both mean its own entries).
+pub fn list_dir(path: &Path, depth: u32) -> Result<Vec<EntryInfo>, ConnectError> {
+    guard_agent(path)?;
+    let meta = fs::metadata(path).map_err(|e| io_error("list", path, &e))?;
+    if !meta.is_dir() {
+        return Err(ConnectError::invalid_argument(format!(
+            "list {}: not a directory",
+            path.display()
+        )));
+    }
+    let mut out = Vec::new();
+    walk(path, depth.max(1), &mut out)?;
+    Ok(out)
+}
+
+fn walk(dir: &Path, depth: u32, out: &mut Vec<EntryInfo>) -> Result<(), ConnectError> {
+    let mut children: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| io_error("list", dir, &e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    children.sort();
+    for child in children {
+        // Entries can vanish while listing; skip those.
+        let Ok(info) = entry_info(&child) else {
+            continue;
+        };
+        let descend =
+            depth > 1 && info.file_type == FileType::Directory && info.symlink_target.is_none();
+        out.push(info);
+        if descend {
+            walk(&child, depth - 1, out)?;
+        }
+        if out.len() > 100_000 {
+            return Err(ConnectError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "listing {} returned more than 100000 entries; use a smaller depth",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn make_dir(path: &Path) -> Result<EntryInfo, ConnectError> {
+    guard_agent(path)?;
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(ConnectError::new(
+            Code::AlreadyExists,
+            format!("make directory {}: already exists", path.display()),
+        ));
+    }
+    fs::create_dir_all(path).map_err(|e| io_error("make directory", path, &e))?;
+    entry_info(path).map_err(|e| io_error("stat", path, &e))
+}
+
+pub fn rename(source: &Path, destination: &Path) -> Result<EntryInfo, ConnectError> {
+    guard_agent(source)?;
+    guard_agent(destination)?;
+    fs::symlink_metadata(source).map_err(|e| io_error("move", source, &e))?;
+    if let Some(parent) = destination.parent() {
+        fs::create_dir_all(parent).map_err(|e| io_error("make directory", parent, &e))?;
+    }
+    fs::rename(source, destination).map_err(|e| io_error("move", source, &e))?;
+    entry_info(destination).map_err(|e| io_error("stat", destination, &e))
+}
+
+pub fn remove(path: &Path) -> Result<(), ConnectError> {
+    guard_agent(path)?;
+    let meta = fs::symlink_metadata(path).map_err(|e| io_error("remove", path, &e))?;
+    if meta.is_dir() {
+        fs::remove_dir_all(path).map_err(|e| io_error("remove", path, &e))
+    } else {
+        fs::remove_file(path).map_err(|e| io_error("remove", path, &e))
+    }
+}
+
+/// Creates the parent directories of `path` for a write, as `id`.
+pub fn ensure_parent(path: &Path) -> Result<(), ConnectError> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        fs::create_dir_all(parent).map_err(|e| io_error("make directory", parent, &e))?;
+    }
+    Ok(())
+}
+
+/// Opens `path` for writing (creating or truncating), as the current fs identity.
+pub fn open_for_write(path: &Path, mode: Option<u32>) -> Result<fs::File, ConnectError> {
+    guard_agent(path)?;
+    if fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(ConnectError::invalid_argument(format!(
+            "write {}: is a directory",
+            path.display()
+        )));
+    }
+    ensure_parent(path)?;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| io_error("write", path, &e))?;
+    check_opened(&file, path)?;
+    if let Some(mode) = mode {
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| io_error("chmod", path, &e))?;
+    }
+    Ok(file)
+}
+
+/// Opens `path` for reading, as the current fs identity.
+pub fn open_for_read(path: &Path) -> Result<(fs::File, u64), ConnectError> {
+    guard_agent(path)?;
+    let file = fs::File::open(path).map_err(|e| io_error("read", path, &e))?;
+    check_opened(&file, path)?;
+    let meta = file.metadata().map_err(|e| io_error("read", path, &e))?;
+    if meta.is_dir() {
+        return Err(ConnectError::invalid_argument(format!(
+            "read {}: is a directory",
+            path.display()
+        )));
+    }
+    Ok((file, meta.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_text() {
+        assert_eq!(permissions_text(0o100644), "-rw-r--r--");
+        assert_eq!(permissions_text(0o040755), "drwxr-xr-x");
+        assert_eq!(permissions_text(0o120777), "lrwxrwxrwx");
+    }
+
+    #[test]
+    fn list_walks_to_depth_and_reports_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("a/b/c")).unwrap();
+        fs::write(tmp.path().join("a/f.txt"), "hello").unwrap();
+        std::os::unix::fs::symlink("/nowhere", tmp.path().join("dangling")).unwrap();
+        let one = list_dir(tmp.path(), 1).unwrap();
+        assert_eq!(
+            one.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["a", "dangling"]
+        );
+        let link = &one[1];
+        assert_eq!(link.symlink_target.as_deref(), Some("/nowhere"));
+        let three = list_dir(tmp.path(), 3).unwrap();
+        let names: Vec<_> = three.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "f.txt", "dangling"]);
+        let f = three.iter().find(|e| e.name == "f.txt").unwrap();
+        assert_eq!(f.size, 5);
+        assert_eq!(f.file_type, FileType::File);
+        assert!(list_dir(&tmp.path().join("a/f.txt"), 1).is_err());
+        assert_eq!(
+            list_dir(&tmp.path().join("missing"), 1).unwrap_err().code,
+            Code::NotFound
+        );
+    }
+
+    #[test]
+    fn make_move_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("x/y");
+        make_dir(&d).unwrap();
+        assert_eq!(make_dir(&d).unwrap_err().code, Code::AlreadyExists);
+        fs::write(d.join("f"), "1").unwrap();
+        let moved = rename(&d.join("f"), &tmp.path().join("z/g")).unwrap();
+        assert_eq!(moved.name, "g");
+        remove(&tmp.path().join("x")).unwrap();
+        assert!(!tmp.path().join("x").exists());
+        assert_eq!(
+            remove(&tmp.path().join("x")).unwrap_err().code,
+            Code::NotFound
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! `capsule-agent`: the program every sandbox runs as its init.
+//!
+//! It reaps every process that ends in the sandbox, forwards termination
+//! signals, and serves an envd-compatible API (Connect protocol, JSON codec)
+//! on a unix socket the backend hands it: processes with or without a
+//! terminal, filesystem operations, directory watching and raw file
+//! transfer. The Capsule server talks to nothing else inside a sandbox.
+
+mod files;
+mod fs;
+mod http;
+mod init;
+mod process;
+mod service;
+mod users;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capsule_protocol::ConnectError;
+use http_body_util::BodyExt as _;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+
+use process::Processes;
+pub use process::{CgroupKind, SpawnDefaults};
+use users::{Identity, Users};
+
+/// How the agent is set up by whoever starts it.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Environment every process starts with (template and sandbox settings).
+    pub env: BTreeMap<String, String>,
+    /// The user requests act as when they name none.
+    pub default_user: String,
+    /// The sandbox maps a single id: every user runs as id 0.
+    pub single_id: bool,
+    /// How often idle streams carry a keepalive message.
+    pub keepalive: Duration,
+    /// True when the agent is PID 1 of its sandbox.
+    pub is_init: bool,
+}
+
+/// The sandbox's cgroup directory, for per-process-tree cgroups.
+pub struct CgroupDir {
+    pub dir: OwnedFd,
+    pub kind: CgroupKind,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            env: BTreeMap::new(),
+            default_user: "user".to_owned(),
+            single_id: false,
+            keepalive: Duration::from_secs(30),
+            is_init: std::process::id() == 1,
+        }
+    }
+}
+
+/// Shared state of the running agent.
+pub struct Agent {
+    processes: Arc<Processes>,
+    users: Users,
+    watchers: watch::Watchers,
+    config: AgentConfig,
+}
+
+impl Agent {
+    /// The identity a request acts as: from `Authorization: Basic`, else the default.
+    fn identity(&self, headers: &::http::HeaderMap) -> Result<Identity, ConnectError> {
+        let named = headers
+            .get(::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(users::user_from_basic_auth);
+        self.users
+            .lookup(named.as_deref().unwrap_or(&self.config.default_user))
+    }
+}
+
+/// Runs the agent on `listener` until it is told to stop. Never returns.
+///
+/// Call this on a process with a single thread; the agent starts its own
+/// runtime.
+pub fn run(config: AgentConfig, listener: OwnedFd, cgroup: Option<CgroupDir>) -> ! {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(32)
+        .thread_keep_alive(Duration::from_secs(5))
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("capsule-agent: cannot start the runtime: {e}");
+            std::process::exit(70);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match serve(config, listener, cgroup).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("capsule-agent: {e}");
+                70
+            }
+        }
+    });
+    std::process::exit(code)
+}
+
+async fn serve(
+    config: AgentConfig,
+    listener: OwnedFd,
+    cgroup: Option<CgroupDir>,
+) -> std::io::Result<()> {
+    let std_listener = std::os::unix::net::UnixListener::from(listener);
+    std_listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(std_listener)?;
+    let reaper = Arc::new(init::Reaper::default());
+    init::spawn_reaper(reaper.clone())?;
+    init::spawn_signal_forwarder(config.is_init, Duration::from_secs(2))?;
+    let agent = Arc::new(Agent {
+        processes: Processes::new(
+            reaper,
+            SpawnDefaults {
+                env: config.env.clone(),
+            },
+            cgroup.map(|c| process::ExecCgroups::new(c.dir, c.kind)),
+        ),
+        users: Users::new("/etc/passwd", config.single_id),
+        watchers: watch::Watchers::default(),
+        config,
+    });
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let agent = agent.clone();
+                async move { service::handle(agent, req).await }
+            });
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Drains and discards a request body (used when answering early).
+pub(crate) async fn discard(body: hyper::body::Incoming) {
+    let _ = body.collect().await;
+}
