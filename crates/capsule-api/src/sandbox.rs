@@ -410,6 +410,11 @@ pub struct ListDirResult {
     pub entries: Vec<DirEntry>,
 }
 
+/// Methods that take no parameters (`templates`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
 /// `sandbox.v1.delete`, `get`: just an id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

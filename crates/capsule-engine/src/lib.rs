@@ -1,1 +1,17 @@
+//! The engine: every business rule of Capsule lives here once. Front doors
+//! (JSON-RPC, WebSocket terminal, E2B routes, MCP, the CLI) parse and
+//! validate at the edge and call these methods.
 
+pub mod config;
+mod engine;
+pub mod errors;
+mod exec;
+pub mod files;
+pub mod paths;
+pub mod store;
+pub mod templates;
+mod terminal;
+
+pub use config::EngineConfig;
+pub use engine::Engine;
+pub use terminal::{Terminal, TerminalControl, TerminalEvent};

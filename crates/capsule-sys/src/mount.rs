@@ -99,53 +99,37 @@ pub fn new_mount(fstype: &str, options: &[FsOption<'_>], attrs: MountAttrFlags) 
         .map_err(|e| with_log("fsmount", fstype, fs_fd.as_fd(), e))
 }
 
-/// The directories of an overlay, as open descriptors.
+/// The directories of an overlay, as paths in the caller's mount namespace.
+///
+/// They must be resolved in the mounting process's own namespace: overlayfs
+/// refuses layers reached through descriptors opened in another one.
 pub struct OverlayLayers<'a> {
     /// Lower layers, topmost first.
-    pub lower: &'a [BorrowedFd<'a>],
-    pub upper: BorrowedFd<'a>,
-    pub work: BorrowedFd<'a>,
+    pub lower: &'a [&'a str],
+    pub upper: &'a str,
+    pub work: &'a str,
 }
 
-/// Mounts an overlay from directory descriptors. Inside a user namespace the
-/// `userxattr` option keeps overlay metadata in `user.overlay.*` attributes.
-///
-/// Kernels since 6.13 take the layers as descriptors directly; older ones
-/// get `/proc/self/fd/N` paths, which resolve through the descriptor without
-/// walking (or needing permission on) the host directories above them.
-pub fn overlay(
-    layers: &OverlayLayers<'_>,
-    userxattr: bool,
-    attrs: MountAttrFlags,
-) -> Result<OwnedFd> {
-    let mut by_fd: Vec<FsOption<'_>> = Vec::new();
-    for fd in layers.lower {
-        by_fd.push(FsOption::Fd("lowerdir+", *fd));
+/// Mounts an overlay. Inside a user namespace the `userxattr` option keeps
+/// overlay metadata in `user.overlay.*` attributes.
+pub fn overlay(layers: &OverlayLayers<'_>, userxattr: bool, attrs: MountAttrFlags) -> Result<OwnedFd> {
+    for path in layers.lower.iter().chain([&layers.upper, &layers.work]) {
+        if path.contains([':', ',', '\\']) {
+            return Err(SysError::Unsupported(format!(
+                "overlay layer path {path:?} contains ':', ',' or '\\', which overlayfs cannot take"
+            )));
+        }
     }
-    by_fd.push(FsOption::Fd("upperdir", layers.upper));
-    by_fd.push(FsOption::Fd("workdir", layers.work));
-    if userxattr {
-        by_fd.push(FsOption::Flag("userxattr"));
-    }
-    match new_mount("overlay", &by_fd, attrs) {
-        Ok(fd) => return Ok(fd),
-        Err(e)
-            if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::EBADF) => {}
-        Err(e) => return Err(e),
-    }
-    let path = |fd: &BorrowedFd<'_>| format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let lower = layers.lower.iter().map(path).collect::<Vec<_>>().join(":");
-    let upper = path(&layers.upper);
-    let work = path(&layers.work);
-    let mut by_path = vec![
+    let lower = layers.lower.join(":");
+    let mut opts = vec![
         FsOption::Str("lowerdir", &lower),
-        FsOption::Str("upperdir", &upper),
-        FsOption::Str("workdir", &work),
+        FsOption::Str("upperdir", layers.upper),
+        FsOption::Str("workdir", layers.work),
     ];
     if userxattr {
-        by_path.push(FsOption::Flag("userxattr"));
+        opts.push(FsOption::Flag("userxattr"));
     }
-    new_mount("overlay", &by_path, attrs)
+    new_mount("overlay", &opts, attrs)
 }
 
 /// Clones the mount tree at `path` (relative to `dir`) into a detached mount.

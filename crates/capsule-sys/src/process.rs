@@ -263,6 +263,11 @@ pub struct PidFd {
 }
 
 impl PidFd {
+    /// Rebuilds a handle from a descriptor that came from [`PidFd::into_fd`].
+    pub fn from_parts(fd: OwnedFd, pid: i32) -> Self {
+        Self { fd, pid }
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
     }

@@ -1,0 +1,65 @@
+//! Engine settings: defaults and ceilings for every sandbox.
+
+/// Defaults and limits the engine applies to requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    pub default_ttl_ms: u64,
+    pub max_ttl_ms: u64,
+    pub default_cpu: f64,
+    pub max_cpu: f64,
+    pub default_memory_mb: u64,
+    pub min_memory_mb: u64,
+    pub max_memory_mb: u64,
+    /// Process limit of every sandbox (pids cgroup).
+    pub pids: u64,
+    /// Sandboxes that may run at once on this server.
+    pub max_sandboxes: usize,
+    pub default_exec_timeout_ms: u64,
+    pub max_exec_timeout_ms: u64,
+    /// Per stream cap on output collected by `exec` and `run`.
+    pub output_limit_bytes: usize,
+    /// Largest file `readFile`/`writeFile` move in one call.
+    pub max_file_bytes: u64,
+    /// How long records of ended sandboxes are kept (for `sandbox_expired`
+    /// answers and failure reasons).
+    pub ended_retention_ms: u64,
+}
+
+/// The number of CPUs this host has.
+pub fn host_cpus() -> f64 {
+    std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0)
+}
+
+/// Total memory of this host in MiB.
+pub fn host_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(4096)
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl_ms: 600_000,
+            max_ttl_ms: 24 * 3_600_000,
+            default_cpu: 1.0,
+            max_cpu: host_cpus(),
+            default_memory_mb: 512,
+            min_memory_mb: 32,
+            max_memory_mb: host_memory_mb(),
+            pids: 256,
+            max_sandboxes: 1000,
+            default_exec_timeout_ms: 30_000,
+            max_exec_timeout_ms: 3_600_000,
+            output_limit_bytes: 10 << 20,
+            max_file_bytes: 64 << 20,
+            ended_retention_ms: 3_600_000,
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! The sandbox lifecycle: create, look up, expire, delete, recover after a
+//! restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use capsule_api::sandbox::{CreateParams, CreateResult, SandboxInfo, SandboxState, TemplateInfo};
+use capsule_api::timefmt::{UnixMillis, format_rfc3339, now_millis};
+use capsule_api::{ApiError, ErrorKind, SandboxId};
+use capsule_protocol::client::AgentClient;
+use capsule_runtime::{Runtime, SandboxSpec};
+use tokio::sync::Notify;
+
+use crate::config::EngineConfig;
+use crate::errors::{from_runtime, from_store};
+use crate::store::{SandboxRecord, Store, TemplateRecord};
+use crate::templates::{self, Template};
+
+/// A running sandbox.
+pub(crate) struct Live {
+    pub record: Mutex<SandboxRecord>,
+    pub agent: AgentClient,
+}
+
+impl Live {
+    pub fn record(&self) -> SandboxRecord {
+        self.record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A template and whether this host can serve it.
+#[derive(Debug, Clone)]
+pub(crate) struct TemplateEntry {
+    pub template: Template,
+    pub availability: Result<(), String>,
+}
+
+pub struct Engine {
+    pub(crate) config: EngineConfig,
+    store: Store,
+    runtime: Arc<dyn Runtime>,
+    live: Mutex<HashMap<SandboxId, Arc<Live>>>,
+    /// Ids being created, counted against the capacity.
+    creating: Mutex<usize>,
+    templates: RwLock<BTreeMap<String, TemplateEntry>>,
+    reaper_wake: Arc<Notify>,
+}
+
+const ENV_NAME_MAX: usize = 256;
+const ENV_VALUE_MAX: usize = 128 * 1024;
+const METADATA_MAX_PAIRS: usize = 64;
+const METADATA_KEY_MAX: usize = 256;
+const METADATA_VALUE_MAX: usize = 4096;
+
+/// Checks environment variables given to a sandbox or a process.
+pub(crate) fn validate_env(env: &BTreeMap<String, String>, field: &str) -> Result<(), ApiError> {
+    for (k, v) in env {
+        let valid_name = !k.is_empty()
+            && k.len() <= ENV_NAME_MAX
+            && !k.contains(['=', '\0'])
+            && !k.starts_with(|c: char| c.is_ascii_digit());
+        if !valid_name {
+            return Err(ApiError::invalid_params(format!(
+                "`{field}` has an invalid variable name {k:?} (non-empty, no '=' or NUL, not starting with a digit)"
+            )));
+        }
+        if v.contains('\0') || v.len() > ENV_VALUE_MAX {
+            return Err(ApiError::invalid_params(format!(
+                "`{field}.{k}` must be at most {ENV_VALUE_MAX} bytes without NUL bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if meta.len() > METADATA_MAX_PAIRS {
+        return Err(ApiError::invalid_params(format!(
+            "`metadata` has {} entries; the limit is {METADATA_MAX_PAIRS}",
+            meta.len()
+        )));
+    }
+    for (k, v) in meta {
+        if k.is_empty() || k.len() > METADATA_KEY_MAX || v.len() > METADATA_VALUE_MAX {
+            return Err(ApiError::invalid_params(format!(
+                "`metadata` key {k:?}: keys must be 1..={METADATA_KEY_MAX} bytes and values at most {METADATA_VALUE_MAX}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Opens the engine: loads templates, re-attaches to sandboxes that
+    /// survived a restart, cleans up what cannot be re-attached, and starts
+    /// the expiry reaper.
+    pub async fn start(config: EngineConfig, store: Store, runtime: Arc<dyn Runtime>) -> Result<Arc<Self>, ApiError> {
+        let engine = Arc::new(Self {
+            config,
+            store,
+            runtime,
+            live: Mutex::new(HashMap::new()),
+            creating: Mutex::new(0),
+            templates: RwLock::new(BTreeMap::new()),
+            reaper_wake: Arc::new(Notify::new()),
+        });
+        engine.load_templates()?;
+        engine.recover().await?;
+        let reaper = Arc::downgrade(&engine);
+        tokio::spawn(async move { reap_loop(reaper).await });
+        Ok(engine)
+    }
+
+    fn load_templates(&self) -> Result<(), ApiError> {
+        for t in templates::builtin() {
+            self.store
+                .upsert_template(&TemplateRecord {
+                    name: t.name.clone(),
+                    builtin: true,
+                    definition: serde_json::to_string(&t).expect("templates serialize"),
+                })
+                .map_err(from_store)?;
+        }
+        let mut map = BTreeMap::new();
+        for rec in self.store.templates().map_err(from_store)? {
+            let template: Template = match serde_json::from_str(&rec.definition) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!("ignoring template {}: unreadable definition: {e}", rec.name);
+                    continue;
+                }
+            };
+            let availability = self.runtime.check_template(&template.spec());
+            if let Err(why) = &availability {
+                tracing::info!("template {} is unavailable on this host: {why}", template.name);
+            }
+            map.insert(rec.name, TemplateEntry { template, availability });
+        }
+        *self.templates.write().unwrap_or_else(|p| p.into_inner()) = map;
+        Ok(())
+    }
+
+    /// Re-attaches to surviving sandboxes and removes everything else.
+    async fn recover(self: &Arc<Self>) -> Result<(), ApiError> {
+        let now = now_millis();
+        let records = self
+            .store
+            .sandboxes_in(&[SandboxState::Creating, SandboxState::Running, SandboxState::Stopping])
+            .map_err(from_store)?;
+        for rec in records {
+            let id = rec.id;
+            if rec.state == SandboxState::Running && rec.expires_at > now {
+                match self.runtime.attach(id).await {
+                    Ok(Some(attached)) => {
+                        tracing::info!(sandbox = %id, "re-attached after restart");
+                        self.adopt(rec, attached);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(sandbox = %id, "re-attaching failed: {e}"),
+                }
+                let _ = self.runtime.destroy(id).await;
+                self.store
+                    .set_state(
+                        id,
+                        SandboxState::Failed,
+                        Some("the sandbox did not survive a restart of the server"),
+                        Some(now),
+                    )
+                    .map_err(from_store)?;
+                continue;
+            }
+            if let Err(e) = self.runtime.destroy(id).await {
+                tracing::warn!(sandbox = %id, "cleanup failed: {e}");
+            }
+            let (state, reason) = match rec.state {
+                SandboxState::Creating => (SandboxState::Failed, "creation was interrupted by a restart of the server"),
+                SandboxState::Stopping => (SandboxState::Deleted, "deleted"),
+                _ => (SandboxState::Deleted, "expired"),
+            };
+            self.store.set_state(id, state, Some(reason), Some(now)).map_err(from_store)?;
+        }
+        self.sweep_leftovers().await;
+        Ok(())
+    }
+
+    /// Removes host resources no live sandbox owns.
+    async fn sweep_leftovers(&self) {
+        let live: Vec<SandboxId> = self.live.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        let creating = *self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        for id in self.runtime.leftovers() {
+            if live.contains(&id) {
+                continue;
+            }
+            // A sandbox being created right now holds resources before it is live.
+            if creating > 0
+                && let Ok(Some(rec)) = self.store.get_sandbox(id)
+                && rec.state == SandboxState::Creating
+            {
+                continue;
+            }
+            tracing::info!(sandbox = %id, "removing leftovers");
+            if let Err(e) = self.runtime.destroy(id).await {
+                tracing::warn!(sandbox = %id, "removing leftovers failed: {e}");
+            }
+        }
+    }
+
+    /// Registers a running sandbox and watches its init.
+    fn adopt(self: &Arc<Self>, rec: SandboxRecord, attached: capsule_runtime::Attached) {
+        let id = rec.id;
+        let live = Arc::new(Live {
+            record: Mutex::new(rec),
+            agent: attached.agent,
+        });
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id, live);
+        let engine = Arc::downgrade(self);
+        let exited = attached.exited;
+        tokio::spawn(async move {
+            let reason = exited.await;
+            if let Some(engine) = engine.upgrade() {
+                engine.init_exited(id, reason.0).await;
+            }
+        });
+        self.reaper_wake.notify_one();
+    }
+
+    /// The sandbox's init ended without being asked to: mark it failed and
+    /// reclaim what it held.
+    async fn init_exited(&self, id: SandboxId, reason: String) {
+        let removed = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if removed.is_none() {
+            return; // Deleted on purpose; the deleter cleans up.
+        }
+        tracing::warn!(sandbox = %id, "sandbox failed: {reason}");
+        let _ = self.store.set_state(id, SandboxState::Failed, Some(&reason), Some(now_millis()));
+        if let Err(e) = self.runtime.destroy(id).await {
+            tracing::warn!(sandbox = %id, "reclaiming a failed sandbox: {e}");
+        }
+    }
+
+    pub(crate) fn template(&self, name: &str) -> Result<Template, ApiError> {
+        let templates = self.templates.read().unwrap_or_else(|p| p.into_inner());
+        let entry = templates.get(name).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::TemplateNotFound,
+                format!(
+                    "template {name:?} does not exist; available: {}",
+                    templates.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .with_detail("template", name)
+        })?;
+        match &entry.availability {
+            Ok(()) => Ok(entry.template.clone()),
+            Err(why) => Err(ApiError::new(
+                ErrorKind::TemplateUnavailable,
+                format!("template {name:?} cannot run on this host: {why}"),
+            )
+            .with_detail("template", name)),
+        }
+    }
+
+    pub fn templates(&self) -> Vec<TemplateInfo> {
+        self.templates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|e| TemplateInfo {
+                name: e.template.name.clone(),
+                description: e.template.description.clone(),
+                available: e.availability.is_ok(),
+                reason: e.availability.clone().err(),
+                run: e.template.run.describe(),
+            })
+            .collect()
+    }
+
+    /// Warnings about how this host runs sandboxes.
+    pub fn warnings(&self) -> Vec<String> {
+        self.runtime.warnings()
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.runtime.name()
+    }
+
+    fn ttl(&self, ttl_ms: Option<u64>) -> Result<u64, ApiError> {
+        let ttl = ttl_ms.unwrap_or(self.config.default_ttl_ms);
+        if ttl < 1000 || ttl > self.config.max_ttl_ms {
+            return Err(ApiError::invalid_params(format!(
+                "`ttl_ms` {ttl} is out of range: it must be between 1000 and {}",
+                self.config.max_ttl_ms
+            ))
+            .with_detail("ttl_ms", ttl));
+        }
+        Ok(ttl)
+    }
+
+    pub async fn create(self: &Arc<Self>, p: CreateParams) -> Result<CreateResult, ApiError> {
+        let template = self.template(&p.template)?;
+        let ttl = self.ttl(p.ttl_ms)?;
+        let cpu = p.cpu.unwrap_or(self.config.default_cpu);
+        if !cpu.is_finite() || cpu < 0.01 || cpu > self.config.max_cpu {
+            return Err(ApiError::invalid_params(format!(
+                "`cpu` {cpu} is out of range: it must be between 0.01 and {} (this host's cores)",
+                self.config.max_cpu
+            )));
+        }
+        let memory_mb = p.memory_mb.unwrap_or(self.config.default_memory_mb);
+        if memory_mb < self.config.min_memory_mb || memory_mb > self.config.max_memory_mb {
+            return Err(ApiError::invalid_params(format!(
+                "`memory_mb` {memory_mb} is out of range: it must be between {} and {}",
+                self.config.min_memory_mb, self.config.max_memory_mb
+            )));
+        }
+        validate_env(&p.env, "env")?;
+        validate_metadata(&p.metadata)?;
+        match p.network.as_deref() {
+            None | Some("none") => {}
+            Some(other) => {
+                return Err(ApiError::new(
+                    ErrorKind::Unsupported,
+                    format!("network mode {other:?} is not available; sandboxes run with `network: \"none\"` (loopback only)"),
+                ));
+            }
+        }
+
+        // Capacity, counted with the ones being created.
+        {
+            let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).len();
+            if live + *creating >= self.config.max_sandboxes {
+                return Err(ApiError::new(
+                    ErrorKind::QuotaExceeded,
+                    format!(
+                        "this server already runs {} sandboxes, its limit",
+                        self.config.max_sandboxes
+                    ),
+                )
+                .with_detail("limit", self.config.max_sandboxes)
+                .with_detail("current", live + *creating));
+            }
+            *creating += 1;
+        }
+        let result = self.create_counted(template, ttl, cpu, memory_mb, p).await;
+        *self.creating.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        result
+    }
+
+    async fn create_counted(
+        self: &Arc<Self>,
+        template: Template,
+        ttl: u64,
+        cpu: f64,
+        memory_mb: u64,
+        p: CreateParams,
+    ) -> Result<CreateResult, ApiError> {
+        let id = loop {
+            let id = SandboxId::random();
+            let in_use = self.live.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id);
+            if !in_use && !self.store.id_taken(id).map_err(from_store)? {
+                break id;
+            }
+        };
+        let now = now_millis();
+        let mut rec = SandboxRecord {
+            id,
+            template: template.name.clone(),
+            state: SandboxState::Creating,
+            created_at: now,
+            expires_at: now + ttl as i64,
+            cpu,
+            memory_mb,
+            pids: self.config.pids,
+            metadata: p.metadata,
+            env: p.env,
+            reason: None,
+            ended_at: None,
+        };
+        self.store.insert_sandbox(&rec).map_err(from_store)?;
+        let mut env = template.env.clone();
+        env.extend(rec.env.clone());
+        let spec = SandboxSpec {
+            id,
+            template: template.spec(),
+            env,
+            cpu,
+            memory_mb,
+            pids: rec.pids,
+        };
+        let attached = match self.runtime.create(&spec).await {
+            Ok(a) => a,
+            Err(e) => {
+                let err = from_runtime(e);
+                tracing::warn!(sandbox = %id, "create failed: {}", err.message);
+                let _ = self
+                    .store
+                    .set_state(id, SandboxState::Failed, Some(&err.message), Some(now_millis()));
+                return Err(err);
+            }
+        };
+        self.store
+            .set_state(id, SandboxState::Running, None, None)
+            .map_err(from_store)?;
+        rec.state = SandboxState::Running;
+        tracing::info!(sandbox = %id, template = %rec.template, "created");
+        let result = CreateResult {
+            id,
+            template: rec.template.clone(),
+            created_at: format_rfc3339(rec.created_at),
+            expires_at: format_rfc3339(rec.expires_at),
+        };
+        self.adopt(rec, attached);
+        Ok(result)
+    }
+
+    /// The error for an id that is not running.
+    fn not_running(&self, id: SandboxId) -> ApiError {
+        match self.store.get_sandbox(id) {
+            Ok(Some(rec)) => match rec.state {
+                SandboxState::Deleted if rec.reason.as_deref() == Some("expired") => ApiError::new(
+                    ErrorKind::SandboxExpired,
+                    format!("sandbox {id} expired at {}", format_rfc3339(rec.expires_at)),
+                )
+                .with_detail("id", id.to_string())
+                .with_detail("expired_at", format_rfc3339(rec.expires_at)),
+                SandboxState::Failed => ApiError::new(
+                    ErrorKind::SandboxNotRunning,
+                    format!(
+                        "sandbox {id} failed: {}",
+                        rec.reason.as_deref().unwrap_or("unknown reason")
+                    ),
+                )
+                .with_detail("id", id.to_string())
+                .with_detail("state", "failed"),
+                SandboxState::Creating | SandboxState::Stopping => ApiError::new(
+                    ErrorKind::SandboxNotRunning,
+                    format!("sandbox {id} is {}", rec.state),
+                )
+                .with_detail("id", id.to_string())
+                .with_detail("state", rec.state.as_str()),
+                _ => ApiError::sandbox_not_found(id),
+            },
+            _ => ApiError::sandbox_not_found(id),
+        }
+    }
+
+    /// A running sandbox, or the precise reason it is not available.
+    pub(crate) fn running(&self, id: SandboxId) -> Result<Arc<Live>, ApiError> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+        match live {
+            Some(l) if l.record().expires_at > now_millis() => Ok(l),
+            _ => Err(self.not_running(id)),
+        }
+    }
+
+    /// The agent of a running sandbox (for front doors that route to it).
+    pub fn agent(&self, id: SandboxId) -> Result<AgentClient, ApiError> {
+        Ok(self.running(id)?.agent.clone())
+    }
+
+    fn info(rec: &SandboxRecord) -> SandboxInfo {
+        SandboxInfo {
+            id: rec.id,
+            template: rec.template.clone(),
+            state: rec.state,
+            created_at: format_rfc3339(rec.created_at),
+            expires_at: format_rfc3339(rec.expires_at),
+            cpu: rec.cpu,
+            memory_mb: rec.memory_mb,
+            metadata: rec.metadata.clone(),
+            error: (rec.state == SandboxState::Failed).then(|| rec.reason.clone()).flatten(),
+        }
+    }
+
+    pub fn get(&self, id: SandboxId) -> Result<SandboxInfo, ApiError> {
+        match self.running(id) {
+            Ok(live) => Ok(Self::info(&live.record())),
+            Err(e) => match self.store.get_sandbox(id).map_err(from_store)? {
+                // Failed sandboxes stay visible so the owner can see why.
+                Some(rec) if rec.state == SandboxState::Failed => Ok(Self::info(&rec)),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Running sandboxes (and recently failed ones) whose metadata holds every pair of `filter`.
+    pub fn list(&self, filter: Option<&BTreeMap<String, String>>) -> Result<Vec<SandboxInfo>, ApiError> {
+        let matches = |rec: &SandboxRecord| {
+            filter.is_none_or(|f| f.iter().all(|(k, v)| rec.metadata.get(k) == Some(v)))
+        };
+        let now = now_millis();
+        let mut out: Vec<SandboxInfo> = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|l| l.record())
+            .filter(|r| r.expires_at > now && matches(r))
+            .map(|r| Self::info(&r))
+            .collect();
+        for rec in self.store.sandboxes_in(&[SandboxState::Failed]).map_err(from_store)? {
+            if matches(&rec) {
+                out.push(Self::info(&rec));
+            }
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub fn set_timeout(&self, id: SandboxId, ttl_ms: u64) -> Result<String, ApiError> {
+        let ttl = self.ttl(Some(ttl_ms))?;
+        let live = self.running(id)?;
+        let expires_at = now_millis() + ttl as i64;
+        self.store.set_expires_at(id, expires_at).map_err(from_store)?;
+        live.record.lock().unwrap_or_else(|p| p.into_inner()).expires_at = expires_at;
+        self.reaper_wake.notify_one();
+        Ok(format_rfc3339(expires_at))
+    }
+
+    pub async fn delete(&self, id: SandboxId) -> Result<(), ApiError> {
+        let removed = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if removed.is_none() {
+            // A failed sandbox is already stopped; deleting it just forgets it.
+            if let Ok(Some(rec)) = self.store.get_sandbox(id)
+                && rec.state == SandboxState::Failed
+            {
+                self.store
+                    .set_state(id, SandboxState::Deleted, Some("deleted"), Some(now_millis()))
+                    .map_err(from_store)?;
+                return Ok(());
+            }
+            return Err(self.not_running(id));
+        }
+        self.stop(id, "deleted").await
+    }
+
+    /// Stops a sandbox that was removed from the live set.
+    async fn stop(&self, id: SandboxId, reason: &str) -> Result<(), ApiError> {
+        self.store
+            .set_state(id, SandboxState::Stopping, None, None)
+            .map_err(from_store)?;
+        match self.runtime.destroy(id).await {
+            Ok(()) => {
+                self.store
+                    .set_state(id, SandboxState::Deleted, Some(reason), Some(now_millis()))
+                    .map_err(from_store)?;
+                tracing::info!(sandbox = %id, "{reason}");
+                Ok(())
+            }
+            Err(e) => {
+                let err = from_runtime(e);
+                tracing::error!(sandbox = %id, "stopping failed: {}", err.message);
+                // Still "stopping": the reaper's leftover sweep retries.
+                Err(err)
+            }
+        }
+    }
+
+    /// Deletes every sandbox whose time is up; returns how long until the next one expires.
+    async fn expire_due(self: &Arc<Self>) -> Duration {
+        let now = now_millis();
+        let mut due = Vec::new();
+        let mut next: Option<UnixMillis> = None;
+        {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.retain(|id, l| {
+                let exp = l.record().expires_at;
+                if exp <= now {
+                    due.push(*id);
+                    false
+                } else {
+                    next = Some(next.map_or(exp, |n| n.min(exp)));
+                    true
+                }
+            });
+        }
+        for id in due {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let _ = engine.stop(id, "expired").await;
+            });
+        }
+        let wait = next.map_or(60_000, |n| (n - now).clamp(1, 60_000));
+        Duration::from_millis(wait as u64)
+    }
+
+    /// Stops every sandbox's supervision without stopping the sandboxes
+    /// (they keep running; a restarted server re-attaches).
+    pub fn detach_all(&self) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// How many sandboxes run now.
+    pub fn running_count(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+async fn reap_loop(engine: std::sync::Weak<Engine>) {
+    let mut last_sweep = tokio::time::Instant::now();
+    loop {
+        let Some(e) = engine.upgrade() else { return };
+        let wait = e.expire_due().await;
+        if last_sweep.elapsed() > Duration::from_secs(60) {
+            last_sweep = tokio::time::Instant::now();
+            e.sweep_leftovers().await;
+            let cutoff = now_millis() - e.config.ended_retention_ms as i64;
+            if let Err(err) = e.store.purge_ended(cutoff) {
+                tracing::warn!("purging old records: {err}");
+            }
+        }
+        let wake = e.reaper_wake.clone();
+        drop(e);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}

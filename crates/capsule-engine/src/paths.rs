@@ -1,0 +1,73 @@
+//! Paths as the API takes them: inside the sandbox, relative to
+//! `/workspace`, never above `/`.
+
+use capsule_api::{ApiError, ErrorKind};
+
+pub const WORKSPACE: &str = "/workspace";
+
+/// Turns a request path into a clean absolute path inside the sandbox.
+/// `..` is resolved lexically; climbing above `/` is refused rather than
+/// silently clamped, because it shows the caller meant to leave the sandbox.
+pub fn sandbox_path(path: &str) -> Result<String, ApiError> {
+    if path.is_empty() {
+        return Err(ApiError::invalid_params("`path` is empty"));
+    }
+    if path.contains('\0') {
+        return Err(ApiError::invalid_params("`path` contains a NUL byte"));
+    }
+    if path.len() > 4096 {
+        return Err(ApiError::invalid_params(format!(
+            "`path` is {} bytes long; the limit is 4096",
+            path.len()
+        )));
+    }
+    let joined = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("{WORKSPACE}/{path}")
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(ApiError::new(
+                        ErrorKind::PathOutsideSandbox,
+                        format!("path {path:?} climbs above the sandbox's root directory"),
+                    )
+                    .with_detail("path", path));
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_inside_the_sandbox() {
+        assert_eq!(sandbox_path("app.py").unwrap(), "/workspace/app.py");
+        assert_eq!(sandbox_path("./a/../b").unwrap(), "/workspace/b");
+        assert_eq!(sandbox_path("/workspace/app.py").unwrap(), "/workspace/app.py");
+        assert_eq!(sandbox_path("/etc//passwd").unwrap(), "/etc/passwd");
+        assert_eq!(sandbox_path("../../etc/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(sandbox_path("/").unwrap(), "/");
+    }
+
+    #[test]
+    fn refuses_escapes_and_junk() {
+        for bad in ["/../etc/passwd", "../../../etc", "/workspace/../../.."] {
+            let e = sandbox_path(bad).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::PathOutsideSandbox, "{bad}");
+            assert!(e.message.contains(bad), "{}", e.message);
+        }
+        assert_eq!(sandbox_path("").unwrap_err().kind, ErrorKind::InvalidParams);
+        assert_eq!(sandbox_path("a\0b").unwrap_err().kind, ErrorKind::InvalidParams);
+        assert_eq!(sandbox_path(&"a/".repeat(3000)).unwrap_err().kind, ErrorKind::InvalidParams);
+    }
+}

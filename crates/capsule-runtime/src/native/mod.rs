@@ -1,0 +1,636 @@
+//! The native backend: each sandbox is a set of fresh Linux namespaces with
+//! an overlay root, cgroup limits, seccomp, Landlock and dropped
+//! capabilities, built by the launcher in [`init`] and run by the agent as
+//! PID 1. It works started as root (sandbox ids map to a reserved host id
+//! range) and as an unprivileged user (subordinate ids via newuidmap, or
+//! just the user's own id).
+
+pub mod init;
+pub mod layer;
+pub mod spec;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use capsule_api::SandboxId;
+use capsule_protocol::client::AgentClient;
+use capsule_sys::cgroup::{Cgroups, Limits, Version};
+use capsule_sys::error::chain;
+use capsule_sys::process::{ExitStatus, PidFd, ProcessRef};
+use capsule_sys::rlimit::SandboxRlimits;
+use capsule_sys::userns::{IdMapping, MapMethod};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use self::layer::{HostLayout, Ownership};
+use self::spec::{AgentCgroupKind, AgentSettings, InitAnswer, InitSpec, OwnedDir, RemoveSpec};
+use crate::{Attached, ExitReason, Result, Runtime, RuntimeError, SandboxSpec, TemplateSpec, Usage};
+
+/// The uid/gid of the unprivileged sandbox user.
+pub const SANDBOX_USER_ID: u32 = 1000;
+
+/// How long the launcher may take before the create is abandoned.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Directories searched for a template's programs (inside the sandbox).
+const PROGRAM_DIRS: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// Settings of the native backend.
+#[derive(Debug, Clone)]
+pub struct NativeOptions {
+    /// Where sandboxes and layers live (`<state>/native`).
+    pub dir: PathBuf,
+    /// The program that contains the launcher (`capsule`).
+    pub launcher: PathBuf,
+    /// First host id of the range sandbox ids map to when running as root.
+    pub uid_base: u32,
+    /// Use cgroups for limits when the host allows it.
+    pub cgroups: bool,
+    /// The largest `/tmp` a sandbox gets (it is memory-backed, so it is
+    /// never larger than the sandbox's memory limit either).
+    pub tmp_bytes: u64,
+}
+
+/// The native Linux-namespaces backend.
+pub struct NativeRuntime {
+    opts: NativeOptions,
+    mapping: IdMapping,
+    cgroups: Option<Cgroups>,
+    layer: PathBuf,
+    layout: HostLayout,
+    warnings: Vec<String>,
+}
+
+fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
+    let what = what.into();
+    move |e| RuntimeError::io(what, e)
+}
+
+fn current_user_name(uid: u32) -> String {
+    fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_owned())
+            })
+        })
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| uid.to_string())
+}
+
+impl NativeRuntime {
+    /// Prepares the backend: id mapping, cgroups, the base layer.
+    pub fn new(opts: NativeOptions) -> Result<Self> {
+        let mut warnings = Vec::new();
+        let euid = rustix::process::geteuid().as_raw();
+        let egid = rustix::process::getegid().as_raw();
+        let mapping = if euid == 0 {
+            if opts.uid_base.checked_add(capsule_sys::userns::SANDBOX_ID_COUNT).is_none() || opts.uid_base == 0 {
+                return Err(RuntimeError::Unavailable(format!(
+                    "uid base {} leaves no room for 65536 sandbox ids",
+                    opts.uid_base
+                )));
+            }
+            IdMapping::rooted(opts.uid_base)
+        } else {
+            let (mapping, warning) = capsule_sys::userns::unprivileged_mapping(euid, egid, &current_user_name(euid));
+            warnings.extend(warning);
+            mapping
+        };
+
+        let cgroups = if opts.cgroups {
+            match Cgroups::detect().and_then(|c| c.prepare().map(|()| c)) {
+                Ok(c) => {
+                    let have = c.controllers();
+                    let missing: Vec<&str> = ["memory", "cpu", "pids"]
+                        .into_iter()
+                        .filter(|c| !have.contains(*c))
+                        .collect();
+                    if !missing.is_empty() {
+                        warnings.push(format!(
+                            "cgroup controllers {} are not available: those limits are not enforced",
+                            missing.join(", ")
+                        ));
+                    }
+                    Some(c)
+                }
+                Err(e) => {
+                    warnings.push(format!(
+                        "cgroups are not delegated to this user ({}): memory, CPU and process limits are not enforced",
+                        chain(&e)
+                    ));
+                    None
+                }
+            }
+        } else {
+            warnings.push("cgroups disabled by configuration: memory, CPU and process limits are not enforced".into());
+            None
+        };
+
+        fs::create_dir_all(opts.dir.join("sandboxes")).map_err(io_ctx(format!("creating {}", opts.dir.display())))?;
+        // Traversable but not listable: sandboxes' files are private.
+        for d in [opts.dir.clone(), opts.dir.join("sandboxes")] {
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o711)).map_err(io_ctx(format!("chmod {}", d.display())))?;
+        }
+        if let Some(root) = mapping.host_uid(0) {
+            Self::check_reachable(&opts.dir.join("sandboxes"), root)?;
+        }
+        let layout = layer::host_layout();
+        let owners = match mapping.method {
+            MapMethod::Direct => Ownership {
+                root: mapping.host_uid(0).zip(mapping.host_gid(0)),
+                user: mapping.host_uid(SANDBOX_USER_ID).zip(mapping.host_gid(SANDBOX_USER_ID)),
+            },
+            _ => Ownership { root: None, user: None },
+        };
+        let layers_dir = opts.dir.join("layers");
+        let layer = layer::ensure_base_layer(&layers_dir, &layout, &owners)
+            .map_err(io_ctx(format!("building the base layer in {}", layers_dir.display())))?;
+        let mut in_use = vec![layer.clone()];
+        if let Ok(entries) = fs::read_dir(opts.dir.join("sandboxes")) {
+            for e in entries.flatten() {
+                if let Ok(p) = fs::read_to_string(e.path().join("layer")) {
+                    in_use.push(PathBuf::from(p.trim()));
+                }
+            }
+        }
+        layer::collect_garbage(&layers_dir, &in_use);
+        Ok(Self {
+            opts,
+            mapping,
+            cgroups,
+            layer,
+            layout,
+            warnings,
+        })
+    }
+
+    fn sandbox_dir(&self, id: SandboxId) -> PathBuf {
+        self.opts.dir.join("sandboxes").join(id.as_str())
+    }
+
+    /// The id of the sandbox user processes run as (1000, or 0 when only one
+    /// id can be mapped).
+    fn user_ids(&self) -> (u32, u32) {
+        if self.mapping.maps_uid(SANDBOX_USER_ID) {
+            (SANDBOX_USER_ID, SANDBOX_USER_ID)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// Sandbox root resolves the state directory's paths itself while
+    /// building the sandbox, so every parent must let it pass.
+    fn check_reachable(dir: &Path, sandbox_root: u32) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let mut cur = Some(dir);
+        while let Some(p) = cur {
+            if let Ok(meta) = fs::metadata(p) {
+                let passable = meta.mode() & 0o001 != 0 || meta.uid() == sandbox_root;
+                if !passable {
+                    return Err(RuntimeError::Unavailable(format!(
+                        "the state directory {} is not reachable by sandbox processes (host uid {sandbox_root}): \
+                         {} has mode {:o}; make it traversable (chmod o+x) or choose another state directory",
+                        dir.display(),
+                        p.display(),
+                        meta.mode() & 0o7777
+                    )));
+                }
+            }
+            cur = p.parent();
+        }
+        Ok(())
+    }
+
+    fn chown_to_root(&self, path: &Path) -> Result<()> {
+        if self.mapping.method == MapMethod::Direct
+            && let (Some(uid), Some(gid)) = (self.mapping.host_uid(0), self.mapping.host_gid(0))
+        {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_ctx(format!("chown {}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Which cgroup directory the agent gets for per-process-tree cgroups.
+    fn agent_cgroup(&self, id: SandboxId) -> Option<(PathBuf, AgentCgroupKind)> {
+        let cg = self.cgroups.as_ref()?;
+        let sandbox = cg.open(id.as_str());
+        match cg.version {
+            Version::V2 => sandbox.dirs().next().map(|d| (d.to_path_buf(), AgentCgroupKind::Unified)),
+            Version::V1 => {
+                let pick = |ctrl: &str| {
+                    cg.hierarchies
+                        .iter()
+                        .position(|h| h.controllers.contains(ctrl))
+                        .and_then(|i| sandbox.dirs().nth(i).map(Path::to_path_buf))
+                };
+                pick("freezer")
+                    .map(|d| (d, AgentCgroupKind::V1Freezer))
+                    .or_else(|| pick("pids").map(|d| (d, AgentCgroupKind::V1)))
+            }
+        }
+    }
+
+    async fn launch(&self, spec: &InitSpec) -> std::result::Result<(i32, u64), String> {
+        let mut child = tokio::process::Command::new(&self.opts.launcher)
+            .arg(init::LAUNCHER_ARG)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting the launcher {}: {e}", self.opts.launcher.display()))?;
+        let json = serde_json::to_vec(spec).expect("specs serialize");
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let run = async {
+            stdin.write_all(&json).await.map_err(|e| format!("sending the spec: {e}"))?;
+            drop(stdin);
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let (r1, r2) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+            r1.map_err(|e| format!("reading the launcher's answer: {e}"))?;
+            let _ = r2;
+            let status = child.wait().await.map_err(|e| format!("waiting for the launcher: {e}"))?;
+            Ok::<_, String>((out, err, status))
+        };
+        let (out, err, status) = tokio::time::timeout(LAUNCH_TIMEOUT, run)
+            .await
+            .map_err(|_| format!("the launcher did not finish within {}s", LAUNCH_TIMEOUT.as_secs()))??;
+        let answer: Option<InitAnswer> = serde_json::from_slice(&out).ok();
+        let stderr_text = String::from_utf8_lossy(&err).trim().to_owned();
+        match answer {
+            Some(InitAnswer::Started { pid, start_time }) => Ok((pid, start_time)),
+            Some(InitAnswer::Failed { error }) => Err(if stderr_text.is_empty() {
+                error
+            } else {
+                format!("{error} ({stderr_text})")
+            }),
+            None => Err(format!("the launcher {status} without an answer: {stderr_text}")),
+        }
+    }
+
+    fn exit_future(pidfd: PidFd) -> crate::ExitFuture {
+        Box::pin(async move {
+            let pid = pidfd.pid();
+            let fd: OwnedFd = pidfd.into_fd();
+            // SAFETY: `fd` is an open pidfd owned by the AsyncFd from here on.
+            let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+            let async_fd = match registered {
+                Ok(a) => a,
+                Err(e) => return ExitReason(format!("cannot watch the sandbox init (pid {pid}): {e}")),
+            };
+            let _ = async_fd.readable().await;
+            let fd = async_fd.into_inner();
+            let pidfd = PidFd::from_parts(fd, pid);
+            let status = pidfd.try_reap().ok().flatten();
+            ExitReason(match status {
+                Some(ExitStatus::Signaled(libc::SIGKILL)) => {
+                    "the sandbox init was killed (SIGKILL; the out-of-memory killer or an operator)".to_owned()
+                }
+                Some(s) => format!("the sandbox init {s}"),
+                None => "the sandbox init exited".to_owned(),
+            })
+        })
+    }
+
+    fn attached(&self, id: SandboxId, pidfd: PidFd) -> Attached {
+        Attached {
+            agent: AgentClient::unix(self.sandbox_dir(id).join("agent.sock")),
+            exited: Self::exit_future(pidfd),
+        }
+    }
+
+    async fn remove_dir(&self, dir: &Path) -> Result<()> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        let direct = {
+            let dir = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || fs::remove_dir_all(&dir))
+                .await
+                .map_err(|e| RuntimeError::io("removing a sandbox directory", io::Error::other(e)))?
+        };
+        match direct {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if self.mapping.method == MapMethod::Direct => {
+                return Err(RuntimeError::io(format!("removing {}", dir.display()), e));
+            }
+            Err(_) => {}
+        }
+        // Rootless: files owned by subordinate ids are removed from inside a
+        // user namespace with the sandbox's mapping.
+        let spec = RemoveSpec {
+            mapping: self.mapping.clone(),
+            path: dir.to_path_buf(),
+        };
+        let mut child = tokio::process::Command::new(&self.opts.launcher)
+            .arg(init::REMOVER_ARG)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io_ctx("starting the remover"))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin
+            .write_all(&serde_json::to_vec(&spec).expect("specs serialize"))
+            .await
+            .map_err(io_ctx("sending the remove spec"))?;
+        drop(stdin);
+        let out = child.wait_with_output().await.map_err(io_ctx("waiting for the remover"))?;
+        if out.status.success() && !dir.exists() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Unavailable(format!(
+                "removing {} failed: {}{}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
+    fn read_pid_file(&self, id: SandboxId) -> Option<ProcessRef> {
+        let text = fs::read(self.sandbox_dir(id).join("init.pid")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn disk_usage(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let mut total = 0u64;
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+            total += meta.blocks() * 512;
+            if meta.is_dir()
+                && let Ok(entries) = fs::read_dir(&p)
+            {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+        total
+    }
+}
+
+#[async_trait]
+impl Runtime for NativeRuntime {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+
+    fn check_template(&self, template: &TemplateSpec) -> std::result::Result<(), String> {
+        let visible = |p: &Path| {
+            self.layout.binds.iter().any(|b| p.starts_with(b)) || template.extra_binds.iter().any(|b| p.starts_with(b))
+        };
+        for bind in &template.extra_binds {
+            if !bind.is_dir() {
+                return Err(format!("{} does not exist on this host", bind.display()));
+            }
+        }
+        let mut dirs: Vec<PathBuf> = template
+            .env
+            .get("PATH")
+            .map(|p| p.split(':').map(PathBuf::from).collect())
+            .unwrap_or_default();
+        for d in PROGRAM_DIRS {
+            let d = PathBuf::from(d);
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+        for program in &template.requires {
+            let found = dirs.iter().map(|d| d.join(program)).find(|p| p.is_file());
+            match found {
+                Some(path) => {
+                    let resolved = fs::canonicalize(&path).unwrap_or(path.clone());
+                    if !visible(&resolved) && !visible(&path) {
+                        return Err(format!(
+                            "{program} is at {} on this host, outside the directories sandboxes see",
+                            resolved.display()
+                        ));
+                    }
+                }
+                None => {
+                    return Err(format!(
+                        "{program} was not found on this host (looked in {})",
+                        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<Attached> {
+        let id = spec.id;
+        let dir = self.sandbox_dir(id);
+        fs::create_dir(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
+        let result = self.create_in(spec, &dir).await;
+        if result.is_err() {
+            let _ = self.destroy(id).await;
+        }
+        result
+    }
+
+    async fn attach(&self, id: SandboxId) -> Result<Option<Attached>> {
+        let Some(init) = self.read_pid_file(id) else {
+            return Ok(None);
+        };
+        let Some(pidfd) = init.open().map_err(|e| RuntimeError::sys("opening the sandbox init", e))? else {
+            return Ok(None);
+        };
+        let attached = self.attached(id, pidfd);
+        let healthy = tokio::time::timeout(Duration::from_secs(3), attached.agent.health()).await;
+        Ok(matches!(healthy, Ok(Ok(()))).then_some(attached))
+    }
+
+    async fn destroy(&self, id: SandboxId) -> Result<()> {
+        let dir = self.sandbox_dir(id);
+        if let Some(init) = self.read_pid_file(id)
+            && let Ok(Some(pidfd)) = init.open()
+        {
+            let _ = pidfd.send_signal(libc::SIGKILL);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !pidfd.has_exited() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let _ = pidfd.try_reap();
+        }
+        if let Some(cgroups) = &self.cgroups {
+            let cg = cgroups.open(id.as_str());
+            if cg.exists() {
+                let cg2 = cg.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = cg2.kill_all();
+                    cg2.remove_within(Duration::from_secs(5))
+                })
+                .await
+                .map_err(|e| RuntimeError::io("removing cgroups", io::Error::other(e)))?
+                .map_err(|e| RuntimeError::sys(format!("removing the cgroup of {id}"), e))?;
+            }
+        }
+        self.remove_dir(&dir).await
+    }
+
+    fn leftovers(&self) -> Vec<SandboxId> {
+        let mut ids = BTreeSet::new();
+        if let Ok(entries) = fs::read_dir(self.opts.dir.join("sandboxes")) {
+            ids.extend(entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<SandboxId>().ok()));
+        }
+        if let Some(cg) = &self.cgroups {
+            ids.extend(cg.existing().into_iter().filter_map(|n| n.parse::<SandboxId>().ok()));
+        }
+        ids.into_iter().collect()
+    }
+
+    async fn usage(&self, id: SandboxId) -> Result<Usage> {
+        let mut usage = Usage::default();
+        if let Some(cg) = &self.cgroups {
+            let stats = cg.open(id.as_str()).stats();
+            usage.cpu_ns = stats.cpu_usage_ns;
+            usage.memory_bytes = stats.memory_bytes;
+            usage.memory_peak_bytes = stats.memory_peak_bytes;
+            usage.pids = stats.pids;
+        }
+        let upper = self.sandbox_dir(id).join("upper");
+        usage.disk_bytes = tokio::task::spawn_blocking(move || Self::disk_usage(&upper)).await.ok();
+        Ok(usage)
+    }
+}
+
+impl NativeRuntime {
+    async fn create_in(&self, spec: &SandboxSpec, dir: &Path) -> Result<Attached> {
+        let id = spec.id;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_ctx("chmod sandbox dir"))?;
+        // Sandbox root builds its root from here, and nobody else may look in.
+        self.chown_to_root(dir)?;
+        fs::write(dir.join("layer"), self.layer.display().to_string()).map_err(io_ctx("recording the layer"))?;
+        for sub in ["upper", "work", "root"] {
+            let p = dir.join(sub);
+            fs::create_dir(&p).map_err(io_ctx(format!("creating {}", p.display())))?;
+            if sub != "root" {
+                self.chown_to_root(&p)?;
+            }
+        }
+        let socket = dir.join("agent.sock");
+        if socket.as_os_str().len() >= 100 {
+            return Err(RuntimeError::Unavailable(format!(
+                "the agent socket path {} is too long for a unix socket; choose a shorter state directory",
+                socket.display()
+            )));
+        }
+
+        let memory_bytes = spec.memory_mb.saturating_mul(1 << 20);
+        let mut cgroup_procs = Vec::new();
+        if let Some(cgroups) = &self.cgroups {
+            let period = 100_000u64;
+            let limits = Limits {
+                memory_bytes: Some(memory_bytes),
+                cpu_quota_us: Some(((spec.cpu * period as f64).round() as u64).max(1000)),
+                cpu_period_us: period,
+                pids_max: Some(spec.pids),
+            };
+            let cg = cgroups
+                .create(id.as_str(), &limits)
+                .map_err(|e| RuntimeError::sys(format!("creating the cgroup of {id}"), e))?;
+            cgroup_procs = cg.procs_files();
+        }
+        let agent_cgroup = self.agent_cgroup(id);
+        if let Some((cg_dir, _)) = &agent_cgroup {
+            // Sandbox root may create per-process-tree cgroups below its own
+            // (it cannot see cgroupfs, only the agent holds this directory).
+            self.chown_to_root(cg_dir)?;
+            for f in ["cgroup.procs", "tasks"] {
+                let p = cg_dir.join(f);
+                if p.exists() {
+                    self.chown_to_root(&p)?;
+                }
+            }
+        }
+
+        let (user_uid, user_gid) = self.user_ids();
+        let tmp_size = self.opts.tmp_bytes.min(memory_bytes.max(16 << 20));
+        let init_spec = InitSpec {
+            id: id.to_string(),
+            hostname: "capsule".to_owned(),
+            mapping: self.mapping.clone(),
+            lower: vec![self.layer.clone()],
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            root: dir.join("root"),
+            socket: socket.clone(),
+            log: dir.join("agent.log"),
+            pid_file: dir.join("init.pid"),
+            cgroup_procs,
+            agent_cgroup,
+            binds: self
+                .layout
+                .binds
+                .iter()
+                .chain(spec.template.extra_binds.iter())
+                .cloned()
+                .collect(),
+            tmp_size_bytes: tmp_size,
+            shm_size_bytes: (64u64 << 20).min(memory_bytes),
+            owned_dirs: vec![
+                OwnedDir {
+                    path: "workspace".into(),
+                    uid: user_uid,
+                    gid: user_gid,
+                    mode: 0o755,
+                },
+                OwnedDir {
+                    path: "home/user".into(),
+                    uid: user_uid,
+                    gid: user_gid,
+                    mode: 0o750,
+                },
+            ],
+            rlimits: SandboxRlimits::default(),
+            landlock: true,
+            seccomp: true,
+            agent: AgentSettings {
+                env: spec.env.clone(),
+                default_user: "user".to_owned(),
+                single_id: !self.mapping.maps_uid(SANDBOX_USER_ID),
+            },
+        };
+        let (pid, start_time) = self.launch(&init_spec).await.map_err(|reason| {
+            let reason = if reason.contains("unshare") && self.mapping.method != MapMethod::Direct {
+                format!(
+                    "{reason}; unprivileged user namespaces may be disabled on this host \
+                     (sysctl kernel.unprivileged_userns_clone, or AppArmor's \
+                     kernel.apparmor_restrict_unprivileged_userns)"
+                )
+            } else {
+                reason
+            };
+            RuntimeError::StartFailed { id, reason }
+        })?;
+        let pidfd = ProcessRef { pid, start_time }
+            .open()
+            .map_err(|e| RuntimeError::sys("opening the sandbox init", e))?
+            .ok_or_else(|| RuntimeError::StartFailed {
+                id,
+                reason: "the sandbox init exited right after start".into(),
+            })?;
+        Ok(self.attached(id, pidfd))
+    }
+}

@@ -1,0 +1,174 @@
+//! `POST /rpc`: JSON-RPC 2.0, single calls and batches, onto the engine.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use capsule_api::rpc::{Call, Payload, Response as RpcResponse, parse_call, parse_payload};
+use capsule_api::sandbox::{
+    CreateParams, DeleteResult, EntryResult, ExecParams, IdParams, ListDirResult, ListParams,
+    ListResult, NoParams, PathParams, ReadFileResult, RemoveResult, RunParams, SetTimeoutParams,
+    SetTimeoutResult, TemplatesResult, WriteFileParams, encode_base64, methods, parse_params,
+};
+use capsule_api::{ApiError, ErrorKind};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::AppState;
+
+/// The most calls one batch may hold.
+const MAX_BATCH: usize = 100;
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    let body = serde_json::to_vec(value).expect("responses serialize");
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+pub(crate) async fn handle(State(state): State<AppState>, body: Body) -> Response {
+    let limit = state.config.max_body_bytes;
+    let bytes = match to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = e.into_inner().downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            let err = if too_large {
+                ApiError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("the request body exceeds {limit} bytes"),
+                )
+                .with_detail("limit", limit)
+            } else {
+                ApiError::new(ErrorKind::InvalidRequest, "reading the request body failed")
+            };
+            let status = if too_large { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            return json_response(status, &RpcResponse::failure(Value::Null, &err));
+        }
+    };
+    match parse_payload(&bytes) {
+        Err(err) => json_response(StatusCode::OK, &RpcResponse::failure(Value::Null, &err)),
+        Ok(Payload::Single(value)) => match run(&state, value).await {
+            Some(resp) => json_response(StatusCode::OK, &resp),
+            None => StatusCode::NO_CONTENT.into_response(),
+        },
+        Ok(Payload::Batch(items)) => {
+            if items.len() > MAX_BATCH {
+                let err = ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    format!("a batch may hold at most {MAX_BATCH} calls, this one holds {}", items.len()),
+                );
+                return json_response(StatusCode::OK, &RpcResponse::failure(Value::Null, &err));
+            }
+            let mut out = Vec::new();
+            for item in items {
+                if let Some(resp) = run(&state, item).await {
+                    out.push(resp);
+                }
+            }
+            if out.is_empty() {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                json_response(StatusCode::OK, &out)
+            }
+        }
+    }
+}
+
+/// Runs one call; `None` for a notification.
+async fn run(state: &AppState, value: Value) -> Option<RpcResponse> {
+    let call = match parse_call(value) {
+        Ok(c) => c,
+        Err((id, err)) => return Some(RpcResponse::failure(id, &err)),
+    };
+    let Call { id, method, params } = call;
+    let result = dispatch(state, &method, params).await;
+    if let Err(e) = &result
+        && matches!(e.kind, ErrorKind::Internal)
+    {
+        tracing::error!(method = %method, "internal error: {}", e.message);
+    }
+    let id = id?;
+    Some(match result {
+        Ok(v) => RpcResponse::success(id, v),
+        Err(e) => RpcResponse::failure(id, &e),
+    })
+}
+
+fn to_value(v: impl Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::internal(format!("encoding the result: {e}")))
+}
+
+async fn dispatch(state: &AppState, method: &str, params: Value) -> Result<Value, ApiError> {
+    let engine = &state.engine;
+    match method {
+        methods::CREATE => to_value(engine.create(parse_params::<CreateParams>(method, params)?).await?),
+        methods::EXEC => to_value(engine.exec(parse_params::<ExecParams>(method, params)?).await?),
+        methods::RUN => to_value(engine.run_code(parse_params::<RunParams>(method, params)?).await?),
+        methods::WRITE_FILE => {
+            let p: WriteFileParams = parse_params(method, params)?;
+            let content = p.decode_content()?;
+            to_value(engine.write_file(p.id, &p.path, content, p.mode.map(|m| m.0), p.user).await?)
+        }
+        methods::READ_FILE => {
+            let p: PathParams = parse_params(method, params)?;
+            let bytes = engine.read_file(p.id, &p.path, p.user).await?;
+            to_value(ReadFileResult {
+                size: bytes.len() as u64,
+                content: encode_base64(&bytes),
+            })
+        }
+        methods::LIST_DIR => {
+            let p: PathParams = parse_params(method, params)?;
+            to_value(ListDirResult {
+                entries: engine.list_dir(p.id, &p.path, p.user).await?,
+            })
+        }
+        methods::STAT => {
+            let p: PathParams = parse_params(method, params)?;
+            to_value(EntryResult {
+                entry: engine.stat(p.id, &p.path, p.user).await?,
+            })
+        }
+        methods::MAKE_DIR => {
+            let p: PathParams = parse_params(method, params)?;
+            to_value(EntryResult {
+                entry: engine.make_dir(p.id, &p.path, p.user).await?,
+            })
+        }
+        methods::REMOVE => {
+            let p: PathParams = parse_params(method, params)?;
+            engine.remove(p.id, &p.path, p.user).await?;
+            to_value(RemoveResult { removed: true })
+        }
+        methods::DELETE => {
+            let p: IdParams = parse_params(method, params)?;
+            engine.delete(p.id).await?;
+            to_value(DeleteResult { deleted: true })
+        }
+        methods::GET => {
+            let p: IdParams = parse_params(method, params)?;
+            to_value(engine.get(p.id)?)
+        }
+        methods::LIST => {
+            let p: ListParams = parse_params(method, params)?;
+            to_value(ListResult {
+                sandboxes: engine.list(p.metadata.as_ref())?,
+            })
+        }
+        methods::SET_TIMEOUT => {
+            let p: SetTimeoutParams = parse_params(method, params)?;
+            to_value(SetTimeoutResult {
+                expires_at: engine.set_timeout(p.id, p.ttl_ms)?,
+            })
+        }
+        methods::TEMPLATES => {
+            let _: NoParams = parse_params(method, params)?;
+            to_value(TemplatesResult {
+                templates: engine.templates(),
+            })
+        }
+        other => Err(ApiError::new(
+            ErrorKind::MethodNotFound,
+            format!("method {other:?} does not exist; methods: {}", methods::ALL.join(", ")),
+        )
+        .with_detail("method", other)),
+    }
+}

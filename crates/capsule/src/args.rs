@@ -1,0 +1,187 @@
+//! Command-line arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "capsule",
+    version,
+    about = "Disposable, isolated Linux sandboxes for AI agents",
+    long_about = "Capsule runs disposable, isolated Linux sandboxes for AI agents.\n\n\
+                  Start a server with `capsule serve`, then create sandboxes and run code in them \
+                  with the other commands (they talk to the server at --url)."
+)]
+pub struct Cli {
+    /// The Capsule server to talk to.
+    #[arg(long, global = true, env = "CAPSULE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Print machine-readable JSON instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Capsule server.
+    Serve(ServeArgs),
+    /// Create a sandbox from a template and print its id.
+    Create(CreateArgs),
+    /// Run a command in a sandbox: `capsule exec ID -- cmd args...`.
+    Exec(ExecArgs),
+    /// Run code with the template's interpreter (python3 -c, node -e, ...).
+    Run(RunArgs),
+    /// Open an interactive shell in a sandbox.
+    Shell(ShellArgs),
+    /// Copy files or directories in or out: `capsule cp ./a.py ID:/workspace/`, `capsule cp ID:/workspace/out.txt .`
+    Cp(CpArgs),
+    /// List sandboxes, or the files of a sandbox directory (`capsule ls ID:/workspace`).
+    Ls(LsArgs),
+    /// Delete sandboxes.
+    Rm(RmArgs),
+    /// Show one sandbox.
+    Inspect(IdArg),
+    /// Give a sandbox a new time to live, counted from now.
+    Timeout(TimeoutArgs),
+    /// List the templates and whether this host can run them.
+    Templates,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback needs --allow-remote.
+    #[arg(long, env = "CAPSULE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where sandboxes and the state database live
+    /// [default: /var/lib/capsule as root, ~/.local/state/capsule otherwise].
+    #[arg(long, env = "CAPSULE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Serve on a non-loopback address although requests are not authenticated.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// First host uid/gid of the range sandbox ids map to (as root).
+    #[arg(long, env = "CAPSULE_UID_BASE", default_value_t = 1_500_000_000)]
+    pub uid_base: u32,
+    /// Do not use cgroups (no memory, CPU or process limits).
+    #[arg(long)]
+    pub no_cgroups: bool,
+    /// Time to live of a sandbox when `create` gives none, in milliseconds.
+    #[arg(long, default_value_t = 600_000)]
+    pub default_ttl_ms: u64,
+    /// The longest time to live a sandbox may get, in milliseconds.
+    #[arg(long, default_value_t = 86_400_000)]
+    pub max_ttl_ms: u64,
+    /// Sandboxes that may run at once.
+    #[arg(long, default_value_t = 1000)]
+    pub max_sandboxes: usize,
+    /// Memory limit of a sandbox when `create` gives none, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub default_memory_mb: u64,
+    /// Process limit of every sandbox.
+    #[arg(long, default_value_t = 256)]
+    pub pids: u64,
+    /// Output kept per stream of `exec`/`run`, in bytes.
+    #[arg(long, default_value_t = 10 << 20)]
+    pub output_limit: usize,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Template name (see `capsule templates`).
+    #[arg(default_value = "base")]
+    pub template: String,
+    /// Time to live, e.g. 30s, 10m, 2h (default: the server's, 10m).
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// CPU cores (fractions allowed).
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Memory limit in MiB.
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// Environment variable for every process, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Metadata, KEY=VALUE (repeatable).
+    #[arg(long = "meta", short = 'm')]
+    pub meta: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    pub id: String,
+    /// The command and its arguments (after `--`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub cmd: Vec<String>,
+    /// Kill the command after this long, e.g. 30s, 5m.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Environment variable, KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox (default /workspace).
+    #[arg(long, short = 'w')]
+    pub cwd: Option<String>,
+    /// Run as the sandbox's root instead of the unprivileged user.
+    #[arg(long)]
+    pub root: bool,
+    /// Pass this process's standard input to the command.
+    #[arg(long, short = 'i')]
+    pub stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    pub id: String,
+    /// The code to run; `-` reads it from standard input.
+    pub code: String,
+    #[arg(long)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Source: a local path, or ID:PATH inside a sandbox.
+    pub src: String,
+    /// Destination: a local path, or ID:PATH inside a sandbox.
+    pub dst: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// ID:PATH to list a directory in a sandbox; nothing to list sandboxes.
+    pub target: Option<String>,
+    /// Only sandboxes with this metadata, KEY=VALUE (repeatable).
+    #[arg(long = "meta", short = 'm')]
+    pub meta: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArg {
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TimeoutArgs {
+    pub id: String,
+    /// New time to live from now, e.g. 30m.
+    pub ttl: String,
+}

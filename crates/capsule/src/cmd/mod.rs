@@ -1,0 +1,71 @@
+//! One module per command; `run` maps every failure to a message and an
+//! exit code in one place.
+
+mod cp;
+mod exec;
+mod sandbox;
+mod serve;
+mod shell;
+
+use std::process::ExitCode;
+
+use crate::args::{Cli, Command};
+use crate::client::{CallError, Client};
+
+/// Exit code for failures of capsule itself (not of a command it ran).
+pub const EXIT_FAILURE: u8 = 1;
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let json = cli.json;
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        other => match Client::new(&cli.url) {
+            Ok(client) => dispatch(&client, other, json).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e, json);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn dispatch(client: &Client, command: Command, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(_) => unreachable!("handled before"),
+        Command::Create(a) => sandbox::create(client, a, json).await,
+        Command::Exec(a) => exec::exec(client, a, json).await,
+        Command::Run(a) => exec::run(client, a, json).await,
+        Command::Shell(a) => shell::run(client, a).await,
+        Command::Cp(a) => cp::run(client, a, json).await,
+        Command::Ls(a) => sandbox::ls(client, a, json).await,
+        Command::Rm(a) => sandbox::rm(client, a, json).await,
+        Command::Inspect(a) => sandbox::inspect(client, a, json).await,
+        Command::Timeout(a) => sandbox::timeout(client, a, json).await,
+        Command::Templates => sandbox::templates(client, json).await,
+    }
+}
+
+fn report(e: &anyhow::Error, json: bool) {
+    let api = e.downcast_ref::<CallError>().and_then(|c| match c {
+        CallError::Api(api) => Some(api),
+        CallError::Other(_) => None,
+    });
+    if json {
+        let value = match api {
+            Some(api) => serde_json::json!({ "error": { "kind": api.kind.as_str(), "message": api.message } }),
+            None => serde_json::json!({ "error": { "kind": "client", "message": format!("{e:#}") } }),
+        };
+        eprintln!("{value}");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+}
+
+/// Prints a value as JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("values serialize"));
+}

@@ -1,0 +1,150 @@
+//! `serve`: the Capsule server on the native backend with SQLite state.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use capsule_engine::store::Store;
+use capsule_engine::{Engine, EngineConfig};
+use capsule_runtime::Runtime;
+use capsule_runtime::native::{NativeOptions, NativeRuntime};
+use capsule_server::{ServerConfig, app, is_loopback};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::args::ServeArgs;
+
+fn default_state_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/capsule");
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("capsule");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/state/capsule")
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPSULE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.with_target(false).init();
+    }
+}
+
+/// Holds an exclusive lock on the state directory for the life of the server.
+fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("capsule.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+            "another capsule server already uses {}; stop it or pass a different --state-dir",
+            dir.display()
+        ),
+        Err(e) => Err(anyhow!(e)).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = signal(SignalKind::terminate()).expect("installing a signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a signal handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&a.log_format);
+    if !is_loopback(&a.listen) && !a.allow_remote {
+        bail!(
+            "refusing to listen on {} without authentication: anyone who reaches it could run code here. \
+             Listen on 127.0.0.1 (the default), or pass --allow-remote if a proxy in front authenticates requests",
+            a.listen
+        );
+    }
+    let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let _lock = lock_state_dir(&state_dir)?;
+    // Sandbox inits are re-parented to the server so it can reap them.
+    if let Err(e) = capsule_sys::process::set_child_subreaper() {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
+    let store = Store::open(&state_dir.join("state.db"))?;
+    let launcher = std::env::current_exe().context("cannot find the capsule executable")?;
+    let runtime = NativeRuntime::new(NativeOptions {
+        dir: state_dir.join("native"),
+        launcher,
+        uid_base: a.uid_base,
+        cgroups: !a.no_cgroups,
+        tmp_bytes: 1 << 30,
+    })
+    .context("the native backend cannot start")?;
+    for w in runtime.warnings() {
+        tracing::warn!("{w}");
+    }
+    let runtime: Arc<dyn Runtime> = Arc::new(runtime);
+    let config = EngineConfig {
+        default_ttl_ms: a.default_ttl_ms,
+        max_ttl_ms: a.max_ttl_ms,
+        max_sandboxes: a.max_sandboxes,
+        default_memory_mb: a.default_memory_mb,
+        pids: a.pids,
+        output_limit_bytes: a.output_limit,
+        ..EngineConfig::default()
+    };
+    if config.default_ttl_ms > config.max_ttl_ms {
+        bail!("--default-ttl-ms {} is above --max-ttl-ms {}", config.default_ttl_ms, config.max_ttl_ms);
+    }
+    let engine = Engine::start(config, store, runtime)
+        .await
+        .map_err(|e| anyhow!("the engine cannot start: {}", e.message))?;
+    let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| {
+        format!("cannot listen on {} (is another server running there? choose another with --listen)", a.listen)
+    })?;
+    let available: Vec<String> = engine
+        .templates()
+        .into_iter()
+        .filter(|t| t.available)
+        .map(|t| t.name)
+        .collect();
+    tracing::info!(
+        "Capsule {} listening on http://{} ({} backend, state in {}, templates: {})",
+        env!("CARGO_PKG_VERSION"),
+        a.listen,
+        engine.backend(),
+        state_dir.display(),
+        available.join(", ")
+    );
+    if is_loopback(&a.listen) {
+        tracing::info!("no API keys are configured: the server is open to local clients only");
+    } else {
+        tracing::warn!("serving on {} without authentication (--allow-remote)", a.listen);
+    }
+    let router = app(engine.clone(), ServerConfig::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    shutdown_signal().await;
+    tracing::info!("shutting down; sandboxes keep running and are re-attached at the next start");
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(Duration::from_secs(10), server).await.is_err() {
+        tracing::warn!("requests still running after 10s were cut off");
+    }
+    engine.detach_all();
+    Ok(ExitCode::SUCCESS)
+}
