@@ -27,7 +27,9 @@ pub struct EngineConfig {
 
 /// The number of CPUs this host has.
 pub fn host_cpus() -> f64 {
-    std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as f64)
+        .unwrap_or(1.0)
 }
 
 /// Total memory of this host in MiB.

@@ -25,7 +25,10 @@ pub(crate) struct Live {
 
 impl Live {
     pub fn record(&self) -> SandboxRecord {
-        self.record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -95,7 +98,11 @@ impl Engine {
     /// Opens the engine: loads templates, re-attaches to sandboxes that
     /// survived a restart, cleans up what cannot be re-attached, and starts
     /// the expiry reaper.
-    pub async fn start(config: EngineConfig, store: Store, runtime: Arc<dyn Runtime>) -> Result<Arc<Self>, ApiError> {
+    pub async fn start(
+        config: EngineConfig,
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Arc<Self>, ApiError> {
         let engine = Arc::new(Self {
             config,
             store,
@@ -133,9 +140,18 @@ impl Engine {
             };
             let availability = self.runtime.check_template(&template.spec());
             if let Err(why) = &availability {
-                tracing::info!("template {} is unavailable on this host: {why}", template.name);
+                tracing::info!(
+                    "template {} is unavailable on this host: {why}",
+                    template.name
+                );
             }
-            map.insert(rec.name, TemplateEntry { template, availability });
+            map.insert(
+                rec.name,
+                TemplateEntry {
+                    template,
+                    availability,
+                },
+            );
         }
         *self.templates.write().unwrap_or_else(|p| p.into_inner()) = map;
         Ok(())
@@ -146,7 +162,11 @@ impl Engine {
         let now = now_millis();
         let records = self
             .store
-            .sandboxes_in(&[SandboxState::Creating, SandboxState::Running, SandboxState::Stopping])
+            .sandboxes_in(&[
+                SandboxState::Creating,
+                SandboxState::Running,
+                SandboxState::Stopping,
+            ])
             .map_err(from_store)?;
         for rec in records {
             let id = rec.id;
@@ -175,11 +195,16 @@ impl Engine {
                 tracing::warn!(sandbox = %id, "cleanup failed: {e}");
             }
             let (state, reason) = match rec.state {
-                SandboxState::Creating => (SandboxState::Failed, "creation was interrupted by a restart of the server"),
+                SandboxState::Creating => (
+                    SandboxState::Failed,
+                    "creation was interrupted by a restart of the server",
+                ),
                 SandboxState::Stopping => (SandboxState::Deleted, "deleted"),
                 _ => (SandboxState::Deleted, "expired"),
             };
-            self.store.set_state(id, state, Some(reason), Some(now)).map_err(from_store)?;
+            self.store
+                .set_state(id, state, Some(reason), Some(now))
+                .map_err(from_store)?;
         }
         self.sweep_leftovers().await;
         Ok(())
@@ -187,7 +212,13 @@ impl Engine {
 
     /// Removes host resources no live sandbox owns.
     async fn sweep_leftovers(&self) {
-        let live: Vec<SandboxId> = self.live.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        let live: Vec<SandboxId> = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
         let creating = *self.creating.lock().unwrap_or_else(|p| p.into_inner());
         for id in self.runtime.leftovers() {
             if live.contains(&id) {
@@ -214,7 +245,10 @@ impl Engine {
             record: Mutex::new(rec),
             agent: attached.agent,
         });
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id, live);
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, live);
         let engine = Arc::downgrade(self);
         let exited = attached.exited;
         tokio::spawn(async move {
@@ -229,12 +263,18 @@ impl Engine {
     /// The sandbox's init ended without being asked to: mark it failed and
     /// reclaim what it held.
     async fn init_exited(&self, id: SandboxId, reason: String) {
-        let removed = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let removed = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         if removed.is_none() {
             return; // Deleted on purpose; the deleter cleans up.
         }
         tracing::warn!(sandbox = %id, "sandbox failed: {reason}");
-        let _ = self.store.set_state(id, SandboxState::Failed, Some(&reason), Some(now_millis()));
+        let _ = self
+            .store
+            .set_state(id, SandboxState::Failed, Some(&reason), Some(now_millis()));
         if let Err(e) = self.runtime.destroy(id).await {
             tracing::warn!(sandbox = %id, "reclaiming a failed sandbox: {e}");
         }
@@ -322,7 +362,9 @@ impl Engine {
             Some(other) => {
                 return Err(ApiError::new(
                     ErrorKind::Unsupported,
-                    format!("network mode {other:?} is not available; sandboxes run with `network: \"none\"` (loopback only)"),
+                    format!(
+                        "network mode {other:?} is not available; sandboxes run with `network: \"none\"` (loopback only)"
+                    ),
                 ));
             }
         }
@@ -359,7 +401,11 @@ impl Engine {
     ) -> Result<CreateResult, ApiError> {
         let id = loop {
             let id = SandboxId::random();
-            let in_use = self.live.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id);
+            let in_use = self
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&id);
             if !in_use && !self.store.id_taken(id).map_err(from_store)? {
                 break id;
             }
@@ -395,9 +441,12 @@ impl Engine {
             Err(e) => {
                 let err = from_runtime(e);
                 tracing::warn!(sandbox = %id, "create failed: {}", err.message);
-                let _ = self
-                    .store
-                    .set_state(id, SandboxState::Failed, Some(&err.message), Some(now_millis()));
+                let _ = self.store.set_state(
+                    id,
+                    SandboxState::Failed,
+                    Some(&err.message),
+                    Some(now_millis()),
+                );
                 return Err(err);
             }
         };
@@ -449,7 +498,12 @@ impl Engine {
 
     /// A running sandbox, or the precise reason it is not available.
     pub(crate) fn running(&self, id: SandboxId) -> Result<Arc<Live>, ApiError> {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
         match live {
             Some(l) if l.record().expires_at > now_millis() => Ok(l),
             _ => Err(self.not_running(id)),
@@ -471,7 +525,9 @@ impl Engine {
             cpu: rec.cpu,
             memory_mb: rec.memory_mb,
             metadata: rec.metadata.clone(),
-            error: (rec.state == SandboxState::Failed).then(|| rec.reason.clone()).flatten(),
+            error: (rec.state == SandboxState::Failed)
+                .then(|| rec.reason.clone())
+                .flatten(),
         }
     }
 
@@ -487,7 +543,10 @@ impl Engine {
     }
 
     /// Running sandboxes (and recently failed ones) whose metadata holds every pair of `filter`.
-    pub fn list(&self, filter: Option<&BTreeMap<String, String>>) -> Result<Vec<SandboxInfo>, ApiError> {
+    pub fn list(
+        &self,
+        filter: Option<&BTreeMap<String, String>>,
+    ) -> Result<Vec<SandboxInfo>, ApiError> {
         let matches = |rec: &SandboxRecord| {
             filter.is_none_or(|f| f.iter().all(|(k, v)| rec.metadata.get(k) == Some(v)))
         };
@@ -501,7 +560,11 @@ impl Engine {
             .filter(|r| r.expires_at > now && matches(r))
             .map(|r| Self::info(&r))
             .collect();
-        for rec in self.store.sandboxes_in(&[SandboxState::Failed]).map_err(from_store)? {
+        for rec in self
+            .store
+            .sandboxes_in(&[SandboxState::Failed])
+            .map_err(from_store)?
+        {
             if matches(&rec) {
                 out.push(Self::info(&rec));
             }
@@ -514,21 +577,35 @@ impl Engine {
         let ttl = self.ttl(Some(ttl_ms))?;
         let live = self.running(id)?;
         let expires_at = now_millis() + ttl as i64;
-        self.store.set_expires_at(id, expires_at).map_err(from_store)?;
-        live.record.lock().unwrap_or_else(|p| p.into_inner()).expires_at = expires_at;
+        self.store
+            .set_expires_at(id, expires_at)
+            .map_err(from_store)?;
+        live.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expires_at = expires_at;
         self.reaper_wake.notify_one();
         Ok(format_rfc3339(expires_at))
     }
 
     pub async fn delete(&self, id: SandboxId) -> Result<(), ApiError> {
-        let removed = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let removed = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         if removed.is_none() {
             // A failed sandbox is already stopped; deleting it just forgets it.
             if let Ok(Some(rec)) = self.store.get_sandbox(id)
                 && rec.state == SandboxState::Failed
             {
                 self.store
-                    .set_state(id, SandboxState::Deleted, Some("deleted"), Some(now_millis()))
+                    .set_state(
+                        id,
+                        SandboxState::Deleted,
+                        Some("deleted"),
+                        Some(now_millis()),
+                    )
                     .map_err(from_store)?;
                 return Ok(());
             }

@@ -16,7 +16,9 @@ pub fn from_runtime(e: RuntimeError) -> ApiError {
     let message = capsule_sys_chain(&e);
     match e {
         RuntimeError::Unsupported { .. } => ApiError::new(ErrorKind::Unsupported, message),
-        RuntimeError::Unavailable(_) | RuntimeError::StartFailed { .. } => ApiError::new(ErrorKind::Unavailable, message),
+        RuntimeError::Unavailable(_) | RuntimeError::StartFailed { .. } => {
+            ApiError::new(ErrorKind::Unavailable, message)
+        }
         RuntimeError::Sys { .. } | RuntimeError::Io { .. } => ApiError::internal(message),
     }
 }
@@ -47,7 +49,9 @@ pub fn from_agent_file(e: ClientError, path: &str) -> ApiError {
                 Code::ResourceExhausted => ErrorKind::QuotaExceeded,
                 // The agent words these precisely; the kind follows its words.
                 Code::InvalidArgument if msg.ends_with("is a directory") => ErrorKind::IsADirectory,
-                Code::InvalidArgument if msg.contains("not a directory") => ErrorKind::NotADirectory,
+                Code::InvalidArgument if msg.contains("not a directory") => {
+                    ErrorKind::NotADirectory
+                }
                 Code::InvalidArgument => ErrorKind::InvalidParams,
                 Code::FailedPrecondition => ErrorKind::InvalidParams,
                 _ => return from_agent(e),
@@ -67,7 +71,9 @@ pub fn from_agent(e: ClientError) -> ApiError {
         ),
         ClientError::Connect(c) => {
             let kind = match c.code {
-                Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => ErrorKind::InvalidParams,
+                Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                    ErrorKind::InvalidParams
+                }
                 Code::NotFound => ErrorKind::InvalidParams,
                 Code::PermissionDenied | Code::Unauthenticated => ErrorKind::PermissionDenied,
                 Code::AlreadyExists => ErrorKind::AlreadyExists,
@@ -79,6 +85,8 @@ pub fn from_agent(e: ClientError) -> ApiError {
             };
             ApiError::new(kind, c.message)
         }
-        ClientError::Protocol(m) => ApiError::internal(format!("the sandbox's agent answered badly: {m}")),
+        ClientError::Protocol(m) => {
+            ApiError::internal(format!("the sandbox's agent answered badly: {m}"))
+        }
     }
 }

@@ -39,11 +39,15 @@ impl Capped {
         if chunk.len() > room {
             self.truncated = true;
         }
-        self.bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.bytes
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 
     fn text(self) -> (String, bool) {
-        (String::from_utf8_lossy(&self.bytes).into_owned(), self.truncated)
+        (
+            String::from_utf8_lossy(&self.bytes).into_owned(),
+            self.truncated,
+        )
     }
 }
 
@@ -105,7 +109,12 @@ impl Engine {
     }
 
     /// Runs a command given as a [`CommandSpec`] (for front doors other than JSON-RPC).
-    pub async fn exec_simple(&self, id: SandboxId, cmd: CommandSpec, timeout_ms: Option<u64>) -> Result<ExecResult, ApiError> {
+    pub async fn exec_simple(
+        &self,
+        id: SandboxId,
+        cmd: CommandSpec,
+        timeout_ms: Option<u64>,
+    ) -> Result<ExecResult, ApiError> {
         self.exec(ExecParams {
             id,
             cmd,
@@ -156,9 +165,16 @@ fn start_failure(argv0: &str, err: ClientError, started: Instant) -> Result<Exec
     })
 }
 
-pub(crate) async fn collect(agent: &AgentClient, job: Job, limit: usize) -> Result<ExecResult, ApiError> {
+pub(crate) async fn collect(
+    agent: &AgentClient,
+    job: Job,
+    limit: usize,
+) -> Result<ExecResult, ApiError> {
     let started = Instant::now();
-    let (cmd, args) = job.argv.split_first().ok_or_else(|| ApiError::invalid_params("`cmd` is empty"))?;
+    let (cmd, args) = job
+        .argv
+        .split_first()
+        .ok_or_else(|| ApiError::invalid_params("`cmd` is empty"))?;
     let req = StartRequest {
         process: ProcessConfig {
             cmd: cmd.clone(),
@@ -174,7 +190,10 @@ pub(crate) async fn collect(agent: &AgentClient, job: Job, limit: usize) -> Resu
         user: Some(job.user.username().to_owned()),
         timeout: Some(job.timeout),
     };
-    let mut stream = match agent.server_stream::<_, EventMessage>(paths::PROCESS_START, &req, &opts).await {
+    let mut stream = match agent
+        .server_stream::<_, EventMessage>(paths::PROCESS_START, &req, &opts)
+        .await
+    {
         Ok(s) => s,
         Err(e) => return start_failure(cmd, e, started),
     };
@@ -207,7 +226,9 @@ pub(crate) async fn collect(agent: &AgentClient, job: Job, limit: usize) -> Resu
                 ProcessEvent::End(e) => end = Some(e),
                 ProcessEvent::Keepalive(_) => {}
             },
-            Some(Err(ClientError::Connect(c))) if c.code == Code::DeadlineExceeded => timed_out = true,
+            Some(Err(ClientError::Connect(c))) if c.code == Code::DeadlineExceeded => {
+                timed_out = true
+            }
             Some(Err(e)) if end.is_none() => {
                 // An error before the first event is a start failure.
                 if stdout.bytes.is_empty() && stderr.bytes.is_empty() {
@@ -218,7 +239,12 @@ pub(crate) async fn collect(agent: &AgentClient, job: Job, limit: usize) -> Resu
             Some(Err(_)) => break,
         }
     }
-    let end = end.ok_or_else(|| ApiError::new(ErrorKind::Unavailable, "the command's output ended without an exit status"))?;
+    let end = end.ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::Unavailable,
+            "the command's output ended without an exit status",
+        )
+    })?;
     let signal = end.signal();
     let (stdout, stdout_truncated) = stdout.text();
     let (stderr, stderr_truncated) = stderr.text();

@@ -6,7 +6,9 @@ use capsule_api::sandbox::{DirEntry, EntryType, RunAs, WriteFileResult};
 use capsule_api::timefmt::{format_rfc3339_millis, parse_rfc3339};
 use capsule_api::{ApiError, ErrorKind, SandboxId};
 use capsule_protocol::client::{CallOptions, full_body};
-use capsule_protocol::filesystem::{EntryInfo, EntryResponse, FileType, ListDirRequest, ListDirResponse, PathRequest};
+use capsule_protocol::filesystem::{
+    EntryInfo, EntryResponse, FileType, ListDirRequest, ListDirResponse, PathRequest,
+};
 use capsule_protocol::paths;
 use capsule_protocol::process::Empty;
 use http_body_util::BodyExt;
@@ -63,25 +65,41 @@ impl Engine {
     ) -> Result<WriteFileResult, ApiError> {
         let path = sandbox_path(path)?;
         if path == "/" {
-            return Err(ApiError::new(ErrorKind::IsADirectory, "cannot write to / (the root directory)"));
+            return Err(ApiError::new(
+                ErrorKind::IsADirectory,
+                "cannot write to / (the root directory)",
+            ));
         }
         let size = content.len() as u64;
         if size > self.config.max_file_bytes {
             return Err(ApiError::new(
                 ErrorKind::PayloadTooLarge,
-                format!("the file is {size} bytes; the limit is {}", self.config.max_file_bytes),
+                format!(
+                    "the file is {size} bytes; the limit is {}",
+                    self.config.max_file_bytes
+                ),
             ));
         }
         let live = self.running(id)?;
         let user = user.unwrap_or_default();
         live.agent
-            .write_file(&path, Some(user.username()), mode, full_body(Bytes::from(content)))
+            .write_file(
+                &path,
+                Some(user.username()),
+                mode,
+                full_body(Bytes::from(content)),
+            )
             .await
             .map_err(|e| from_agent_file(e, &path))?;
         Ok(WriteFileResult { path, size })
     }
 
-    pub async fn read_file(&self, id: SandboxId, path: &str, user: Option<RunAs>) -> Result<Vec<u8>, ApiError> {
+    pub async fn read_file(
+        &self,
+        id: SandboxId,
+        path: &str,
+        user: Option<RunAs>,
+    ) -> Result<Vec<u8>, ApiError> {
         let path = sandbox_path(path)?;
         let live = self.running(id)?;
         let resp = live
@@ -110,7 +128,9 @@ impl Engine {
         let mut body = resp.into_body();
         let mut out = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ApiError::new(ErrorKind::Unavailable, format!("reading {path}: {e}")))?;
+            let frame = frame.map_err(|e| {
+                ApiError::new(ErrorKind::Unavailable, format!("reading {path}: {e}"))
+            })?;
             if let Some(data) = frame.data_ref() {
                 out.extend_from_slice(data);
                 if out.len() as u64 > limit {
@@ -121,47 +141,88 @@ impl Engine {
         Ok(out)
     }
 
-    pub async fn list_dir(&self, id: SandboxId, path: &str, user: Option<RunAs>) -> Result<Vec<DirEntry>, ApiError> {
+    pub async fn list_dir(
+        &self,
+        id: SandboxId,
+        path: &str,
+        user: Option<RunAs>,
+    ) -> Result<Vec<DirEntry>, ApiError> {
         let path = sandbox_path(path)?;
         let live = self.running(id)?;
         let resp: ListDirResponse = live
             .agent
-            .unary(paths::FS_LIST_DIR, &ListDirRequest { path: path.clone(), depth: 1 }, &opts(user))
+            .unary(
+                paths::FS_LIST_DIR,
+                &ListDirRequest {
+                    path: path.clone(),
+                    depth: 1,
+                },
+                &opts(user),
+            )
             .await
             .map_err(|e| from_agent_file(e, &path))?;
         Ok(resp.entries.into_iter().map(dir_entry).collect())
     }
 
-    pub async fn stat(&self, id: SandboxId, path: &str, user: Option<RunAs>) -> Result<DirEntry, ApiError> {
+    pub async fn stat(
+        &self,
+        id: SandboxId,
+        path: &str,
+        user: Option<RunAs>,
+    ) -> Result<DirEntry, ApiError> {
         let path = sandbox_path(path)?;
         let live = self.running(id)?;
         let resp: EntryResponse = live
             .agent
-            .unary(paths::FS_STAT, &PathRequest { path: path.clone() }, &opts(user))
+            .unary(
+                paths::FS_STAT,
+                &PathRequest { path: path.clone() },
+                &opts(user),
+            )
             .await
             .map_err(|e| from_agent_file(e, &path))?;
         Ok(dir_entry(resp.entry))
     }
 
-    pub async fn make_dir(&self, id: SandboxId, path: &str, user: Option<RunAs>) -> Result<DirEntry, ApiError> {
+    pub async fn make_dir(
+        &self,
+        id: SandboxId,
+        path: &str,
+        user: Option<RunAs>,
+    ) -> Result<DirEntry, ApiError> {
         let path = sandbox_path(path)?;
         let live = self.running(id)?;
         let resp: EntryResponse = live
             .agent
-            .unary(paths::FS_MAKE_DIR, &PathRequest { path: path.clone() }, &opts(user))
+            .unary(
+                paths::FS_MAKE_DIR,
+                &PathRequest { path: path.clone() },
+                &opts(user),
+            )
             .await
             .map_err(|e| from_agent_file(e, &path))?;
         Ok(dir_entry(resp.entry))
     }
 
-    pub async fn remove(&self, id: SandboxId, path: &str, user: Option<RunAs>) -> Result<(), ApiError> {
+    pub async fn remove(
+        &self,
+        id: SandboxId,
+        path: &str,
+        user: Option<RunAs>,
+    ) -> Result<(), ApiError> {
         let path = sandbox_path(path)?;
         if path == "/" {
-            return Err(ApiError::invalid_params("refusing to remove / (the whole sandbox root)"));
+            return Err(ApiError::invalid_params(
+                "refusing to remove / (the whole sandbox root)",
+            ));
         }
         let live = self.running(id)?;
         live.agent
-            .unary::<_, Empty>(paths::FS_REMOVE, &PathRequest { path: path.clone() }, &opts(user))
+            .unary::<_, Empty>(
+                paths::FS_REMOVE,
+                &PathRequest { path: path.clone() },
+                &opts(user),
+            )
             .await
             .map_err(|e| from_agent_file(e, &path))?;
         Ok(())

@@ -53,7 +53,10 @@ mod tests {
     fn normalizes_inside_the_sandbox() {
         assert_eq!(sandbox_path("app.py").unwrap(), "/workspace/app.py");
         assert_eq!(sandbox_path("./a/../b").unwrap(), "/workspace/b");
-        assert_eq!(sandbox_path("/workspace/app.py").unwrap(), "/workspace/app.py");
+        assert_eq!(
+            sandbox_path("/workspace/app.py").unwrap(),
+            "/workspace/app.py"
+        );
         assert_eq!(sandbox_path("/etc//passwd").unwrap(), "/etc/passwd");
         assert_eq!(sandbox_path("../../etc/passwd").unwrap(), "/etc/passwd");
         assert_eq!(sandbox_path("/").unwrap(), "/");
@@ -67,7 +70,13 @@ mod tests {
             assert!(e.message.contains(bad), "{}", e.message);
         }
         assert_eq!(sandbox_path("").unwrap_err().kind, ErrorKind::InvalidParams);
-        assert_eq!(sandbox_path("a\0b").unwrap_err().kind, ErrorKind::InvalidParams);
-        assert_eq!(sandbox_path(&"a/".repeat(3000)).unwrap_err().kind, ErrorKind::InvalidParams);
+        assert_eq!(
+            sandbox_path("a\0b").unwrap_err().kind,
+            ErrorKind::InvalidParams
+        );
+        assert_eq!(
+            sandbox_path(&"a/".repeat(3000)).unwrap_err().kind,
+            ErrorKind::InvalidParams
+        );
     }
 }

@@ -22,7 +22,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("the state database was written by a newer Capsule (schema {found}, this one knows {known})")]
+    #[error(
+        "the state database was written by a newer Capsule (schema {found}, this one knows {known})"
+    )]
     TooNew { found: i64, known: i64 },
     #[error("state database query failed: {0}")]
     Query(#[from] rusqlite::Error),
@@ -105,13 +107,15 @@ impl SandboxRecordRaw {
         Ok(SandboxRecord {
             id: id.parse().map_err(|e| corrupt(format!("{e}")))?,
             template: self.template,
-            state: SandboxState::parse(&self.state).ok_or_else(|| corrupt(format!("unknown state {:?}", self.state)))?,
+            state: SandboxState::parse(&self.state)
+                .ok_or_else(|| corrupt(format!("unknown state {:?}", self.state)))?,
             created_at: self.created_at,
             expires_at: self.expires_at,
             cpu: self.cpu,
             memory_mb: u64::try_from(self.memory_mb).unwrap_or(0),
             pids: u64::try_from(self.pids).unwrap_or(0),
-            metadata: serde_json::from_str(&self.metadata).map_err(|e| corrupt(format!("metadata: {e}")))?,
+            metadata: serde_json::from_str(&self.metadata)
+                .map_err(|e| corrupt(format!("metadata: {e}")))?,
             env: serde_json::from_str(&self.env).map_err(|e| corrupt(format!("env: {e}")))?,
             reason: self.reason,
             ended_at: self.ended_at,
@@ -175,7 +179,9 @@ impl Store {
              );",
         )?;
         let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         match version.and_then(|v| v.parse::<i64>().ok()) {
             Some(found) if found > SCHEMA_VERSION => {
@@ -192,7 +198,9 @@ impl Store {
                 )?;
             }
         }
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -225,12 +233,22 @@ impl Store {
     pub fn id_taken(&self, id: SandboxId) -> Result<bool> {
         Ok(self
             .conn()
-            .query_row("SELECT 1 FROM sandboxes WHERE id = ?1", params![id.as_str()], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM sandboxes WHERE id = ?1",
+                params![id.as_str()],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }
 
-    pub fn set_state(&self, id: SandboxId, state: SandboxState, reason: Option<&str>, ended_at: Option<UnixMillis>) -> Result<()> {
+    pub fn set_state(
+        &self,
+        id: SandboxId,
+        state: SandboxState,
+        reason: Option<&str>,
+        ended_at: Option<UnixMillis>,
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE sandboxes SET state = ?2, reason = COALESCE(?3, reason), ended_at = COALESCE(?4, ended_at) WHERE id = ?1",
             params![id.as_str(), state.as_str(), reason, ended_at],
@@ -249,7 +267,11 @@ impl Store {
     pub fn get_sandbox(&self, id: SandboxId) -> Result<Option<SandboxRecord>> {
         let conn = self.conn();
         let row = conn
-            .query_row(&format!("{SELECT} WHERE id = ?1"), params![id.as_str()], map_record)
+            .query_row(
+                &format!("{SELECT} WHERE id = ?1"),
+                params![id.as_str()],
+                map_record,
+            )
             .optional()?;
         drop(conn);
         row.map(|(id, raw)| raw.into_record(id)).transpose()
@@ -264,13 +286,17 @@ impl Store {
             .collect::<Vec<_>>()
             .join(",");
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("{SELECT} WHERE state IN ({list}) ORDER BY created_at"))?;
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE state IN ({list}) ORDER BY created_at"
+        ))?;
         let rows = stmt
             .query_map([], map_record)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         drop(stmt);
         drop(conn);
-        rows.into_iter().map(|(id, raw)| raw.into_record(id)).collect()
+        rows.into_iter()
+            .map(|(id, raw)| raw.into_record(id))
+            .collect()
     }
 
     /// Forgets ended sandboxes that ended before `before`.
@@ -292,7 +318,8 @@ impl Store {
 
     pub fn templates(&self) -> Result<Vec<TemplateRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, builtin, definition FROM templates ORDER BY name")?;
+        let mut stmt =
+            conn.prepare("SELECT name, builtin, definition FROM templates ORDER BY name")?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(TemplateRecord {
@@ -333,33 +360,63 @@ mod tests {
         let path = dir.path().join("state.db");
         {
             let store = Store::open(&path).unwrap();
-            store.insert_sandbox(&record("abc12345", SandboxState::Running)).unwrap();
-            store.insert_sandbox(&record("zzz99999", SandboxState::Creating)).unwrap();
-            store.set_expires_at("abc12345".parse().unwrap(), 5000).unwrap();
             store
-                .set_state("zzz99999".parse().unwrap(), SandboxState::Failed, Some("boom"), Some(3000))
+                .insert_sandbox(&record("abc12345", SandboxState::Running))
+                .unwrap();
+            store
+                .insert_sandbox(&record("zzz99999", SandboxState::Creating))
+                .unwrap();
+            store
+                .set_expires_at("abc12345".parse().unwrap(), 5000)
+                .unwrap();
+            store
+                .set_state(
+                    "zzz99999".parse().unwrap(),
+                    SandboxState::Failed,
+                    Some("boom"),
+                    Some(3000),
+                )
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        let a = store.get_sandbox("abc12345".parse().unwrap()).unwrap().unwrap();
+        let a = store
+            .get_sandbox("abc12345".parse().unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(a.expires_at, 5000);
         assert_eq!(a.metadata["owner"], "me");
         assert_eq!(a.cpu, 1.5);
-        let live = store.sandboxes_in(&[SandboxState::Running, SandboxState::Creating]).unwrap();
+        let live = store
+            .sandboxes_in(&[SandboxState::Running, SandboxState::Creating])
+            .unwrap();
         assert_eq!(live.len(), 1);
-        let z = store.get_sandbox("zzz99999".parse().unwrap()).unwrap().unwrap();
+        let z = store
+            .get_sandbox("zzz99999".parse().unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(z.state, SandboxState::Failed);
         assert_eq!(z.reason.as_deref(), Some("boom"));
         assert!(store.id_taken("zzz99999".parse().unwrap()).unwrap());
         assert_eq!(store.purge_ended(4000).unwrap(), 1);
-        assert!(store.get_sandbox("zzz99999".parse().unwrap()).unwrap().is_none());
+        assert!(
+            store
+                .get_sandbox("zzz99999".parse().unwrap())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn duplicate_ids_are_refused() {
         let store = Store::in_memory().unwrap();
-        store.insert_sandbox(&record("abc12345", SandboxState::Running)).unwrap();
-        assert!(store.insert_sandbox(&record("abc12345", SandboxState::Running)).is_err());
+        store
+            .insert_sandbox(&record("abc12345", SandboxState::Running))
+            .unwrap();
+        assert!(
+            store
+                .insert_sandbox(&record("abc12345", SandboxState::Running))
+                .is_err()
+        );
     }
 
     #[test]
@@ -368,9 +425,13 @@ mod tests {
         let path = dir.path().join("state.db");
         drop(Store::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
-        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'", []).unwrap();
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'", [])
+            .unwrap();
         drop(conn);
-        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub enum RunStyle {
     Argument { argv: Vec<String> },
     /// The code is written to stdin of `argv`, e.g. a compile-and-run
     /// script; `shown` is how that is described to users.
-    Stdin { argv: Vec<String>, shown: Vec<String> },
+    Stdin {
+        argv: Vec<String>,
+        shown: Vec<String>,
+    },
 }
 
 impl RunStyle {
@@ -92,7 +95,9 @@ pub fn find_goroot() -> Option<PathBuf> {
             }
         }
     }
-    candidates.into_iter().find(|root| root.join("bin/go").is_file())
+    candidates
+        .into_iter()
+        .find(|root| root.join("bin/go").is_file())
 }
 
 /// The templates every Capsule server offers.
@@ -103,7 +108,10 @@ pub fn builtin() -> Vec<Template> {
     node_env.insert("NODE_ENV".into(), "development".into());
     let goroot = find_goroot().unwrap_or_else(|| PathBuf::from("/usr/local/go"));
     let mut go_env = base_env();
-    go_env.insert("PATH".into(), format!("{}/bin:{SYSTEM_PATH}", goroot.display()));
+    go_env.insert(
+        "PATH".into(),
+        format!("{}/bin:{SYSTEM_PATH}", goroot.display()),
+    );
     go_env.insert("GOROOT".into(), goroot.display().to_string());
     // No network: never try to download toolchains or modules.
     go_env.insert("GOTOOLCHAIN".into(), "local".into());
@@ -117,7 +125,8 @@ pub fn builtin() -> Vec<Template> {
     vec![
         Template {
             name: "base".into(),
-            description: "A Linux userland from the host's /usr: bash, coreutils and the usual tools".into(),
+            description:
+                "A Linux userland from the host's /usr: bash, coreutils and the usual tools".into(),
             run: RunStyle::Argument {
                 argv: vec!["sh".into(), "-c".into()],
             },
@@ -152,7 +161,8 @@ pub fn builtin() -> Vec<Template> {
                 argv: vec![
                     "sh".into(),
                     "-c".into(),
-                    "d=$(mktemp -d) && cat > \"$d/main.go\" && cd \"$d\" && exec go run main.go".into(),
+                    "d=$(mktemp -d) && cat > \"$d/main.go\" && cd \"$d\" && exec go run main.go"
+                        .into(),
                 ],
                 shown: vec!["go".into(), "run".into(), "main.go".into()],
             },
@@ -176,7 +186,10 @@ mod tests {
     #[test]
     fn run_styles() {
         let t = builtin().into_iter().find(|t| t.name == "python").unwrap();
-        assert_eq!(t.run.command("print(1)"), (vec!["python3".into(), "-c".into(), "print(1)".into()], None));
+        assert_eq!(
+            t.run.command("print(1)"),
+            (vec!["python3".into(), "-c".into(), "print(1)".into()], None)
+        );
         let go = builtin().into_iter().find(|t| t.name == "go").unwrap();
         let (argv, stdin) = go.run.command("package main");
         assert_eq!(argv[0], "sh");

@@ -7,8 +7,8 @@ use capsule_api::{ApiError, SandboxId};
 use capsule_protocol::client::{AgentClient, CallOptions, ClientError, MessageStream};
 use capsule_protocol::paths;
 use capsule_protocol::process::{
-    Empty, EventMessage, ProcessConfig, ProcessInput, ProcessSelector, Pty, PtySize, SendInputRequest,
-    SendSignalRequest, Signal, StartRequest, UpdateRequest,
+    Empty, EventMessage, ProcessConfig, ProcessInput, ProcessSelector, Pty, PtySize,
+    SendInputRequest, SendSignalRequest, Signal, StartRequest, UpdateRequest,
 };
 
 use crate::engine::Engine;
@@ -38,7 +38,12 @@ fn check_size(cols: u32, rows: u32) -> Result<(), ApiError> {
 
 impl Engine {
     /// Starts a login shell for the sandbox user on a `cols` x `rows` terminal.
-    pub async fn open_terminal(&self, id: SandboxId, cols: u32, rows: u32) -> Result<Terminal, ApiError> {
+    pub async fn open_terminal(
+        &self,
+        id: SandboxId,
+        cols: u32,
+        rows: u32,
+    ) -> Result<Terminal, ApiError> {
         check_size(cols, rows)?;
         let live = self.running(id)?;
         let req = StartRequest {
@@ -56,7 +61,11 @@ impl Engine {
         };
         let mut events = live
             .agent
-            .server_stream::<_, EventMessage>(paths::PROCESS_START, &req, &CallOptions::user("user"))
+            .server_stream::<_, EventMessage>(
+                paths::PROCESS_START,
+                &req,
+                &CallOptions::user("user"),
+            )
             .await
             .map_err(from_agent)?;
         let pid = match events.next().await {
@@ -81,7 +90,9 @@ impl Terminal {
         loop {
             match self.events.next().await? {
                 Ok(EventMessage { event }) => match event {
-                    ProcessEvent::Data(DataEvent::Pty(b) | DataEvent::Stdout(b) | DataEvent::Stderr(b)) => {
+                    ProcessEvent::Data(
+                        DataEvent::Pty(b) | DataEvent::Stdout(b) | DataEvent::Stderr(b),
+                    ) => {
                         return Some(Ok(TerminalEvent::Output(b)));
                     }
                     ProcessEvent::End(e) => {
@@ -154,7 +165,9 @@ impl TerminalControl {
             signal: Signal::Sigkill,
         };
         let opts = CallOptions::default();
-        let fut = self.agent.unary::<_, Empty>(paths::PROCESS_SEND_SIGNAL, &req, &opts);
+        let fut = self
+            .agent
+            .unary::<_, Empty>(paths::PROCESS_SEND_SIGNAL, &req, &opts);
         match tokio::time::timeout(Duration::from_secs(5), fut).await {
             Ok(Ok(_)) | Ok(Err(ClientError::Connect(_))) | Err(_) => {}
             Ok(Err(e)) => tracing::debug!("closing a terminal: {e}"),

@@ -8,7 +8,9 @@ use std::time::Duration;
 use capsule_api::SandboxId;
 use capsule_protocol::client::CallOptions;
 use capsule_protocol::paths;
-use capsule_protocol::process::{DataEvent, EventMessage, ProcessConfig, ProcessEvent, StartRequest};
+use capsule_protocol::process::{
+    DataEvent, EventMessage, ProcessConfig, ProcessEvent, StartRequest,
+};
 use capsule_runtime::native::{NativeOptions, NativeRuntime, init};
 use capsule_runtime::{Runtime, SandboxSpec, TemplateSpec};
 
@@ -29,7 +31,11 @@ fn spec(id: SandboxId) -> SandboxSpec {
     }
 }
 
-async fn sh(rt_agent: &capsule_protocol::client::AgentClient, script: &str, user: &str) -> (String, String, i32) {
+async fn sh(
+    rt_agent: &capsule_protocol::client::AgentClient,
+    script: &str,
+    user: &str,
+) -> (String, String, i32) {
     let req = StartRequest {
         process: ProcessConfig {
             cmd: "/bin/sh".into(),
@@ -52,11 +58,18 @@ async fn sh(rt_agent: &capsule_protocol::client::AgentClient, script: &str, user
             _ => {}
         }
     }
-    (String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned(), code)
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+        code,
+    )
 }
 
 async fn run() {
-    let state = tempfile::Builder::new().prefix("capsule-rt").tempdir_in("/tmp").unwrap();
+    let state = tempfile::Builder::new()
+        .prefix("capsule-rt")
+        .tempdir_in("/tmp")
+        .unwrap();
     let rt = NativeRuntime::new(NativeOptions {
         dir: state.path().join("native"),
         launcher: std::env::current_exe().unwrap(),
@@ -80,20 +93,33 @@ async fn run() {
     let (out, _, _) = sh(&sb.agent, "id -u; cat /proc/self/uid_map", "root").await;
     eprintln!("root sees: {out}");
     assert!(out.starts_with("0\n"));
-    let (out, err, code) = sh(&sb.agent, "ls / ; echo x > /workspace/f && cat /workspace/f; mount -t tmpfs x /mnt; echo mount=$?", "user").await;
+    let (out, err, code) = sh(
+        &sb.agent,
+        "ls / ; echo x > /workspace/f && cat /workspace/f; mount -t tmpfs x /mnt; echo mount=$?",
+        "user",
+    )
+    .await;
     eprintln!("ls: {out} {err} {code}");
     assert!(out.contains("mount=") && !out.contains("mount=0"));
 
     let leftovers = rt.leftovers();
     assert!(leftovers.contains(&id));
     rt.destroy(id).await.expect("destroy");
-    assert!(!rt.leftovers().contains(&id), "everything of the sandbox is gone");
-    tokio::time::timeout(Duration::from_secs(5), sb.exited).await.expect("exit noticed");
+    assert!(
+        !rt.leftovers().contains(&id),
+        "everything of the sandbox is gone"
+    );
+    tokio::time::timeout(Duration::from_secs(5), sb.exited)
+        .await
+        .expect("exit noticed");
     eprintln!("native runtime: ok");
 }
 
 fn main() {
     init::dispatch_helpers();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run());
 }

@@ -29,7 +29,10 @@ pub(crate) async fn handle(State(state): State<AppState>, body: Body) -> Respons
     let bytes = match to_bytes(body, limit).await {
         Ok(b) => b,
         Err(e) => {
-            let too_large = e.into_inner().downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            let too_large = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
             let err = if too_large {
                 ApiError::new(
                     ErrorKind::PayloadTooLarge,
@@ -39,7 +42,11 @@ pub(crate) async fn handle(State(state): State<AppState>, body: Body) -> Respons
             } else {
                 ApiError::new(ErrorKind::InvalidRequest, "reading the request body failed")
             };
-            let status = if too_large { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            let status = if too_large {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             return json_response(status, &RpcResponse::failure(Value::Null, &err));
         }
     };
@@ -53,7 +60,10 @@ pub(crate) async fn handle(State(state): State<AppState>, body: Body) -> Respons
             if items.len() > MAX_BATCH {
                 let err = ApiError::new(
                     ErrorKind::InvalidRequest,
-                    format!("a batch may hold at most {MAX_BATCH} calls, this one holds {}", items.len()),
+                    format!(
+                        "a batch may hold at most {MAX_BATCH} calls, this one holds {}",
+                        items.len()
+                    ),
                 );
                 return json_response(StatusCode::OK, &RpcResponse::failure(Value::Null, &err));
             }
@@ -99,13 +109,29 @@ fn to_value(v: impl Serialize) -> Result<Value, ApiError> {
 async fn dispatch(state: &AppState, method: &str, params: Value) -> Result<Value, ApiError> {
     let engine = &state.engine;
     match method {
-        methods::CREATE => to_value(engine.create(parse_params::<CreateParams>(method, params)?).await?),
-        methods::EXEC => to_value(engine.exec(parse_params::<ExecParams>(method, params)?).await?),
-        methods::RUN => to_value(engine.run_code(parse_params::<RunParams>(method, params)?).await?),
+        methods::CREATE => to_value(
+            engine
+                .create(parse_params::<CreateParams>(method, params)?)
+                .await?,
+        ),
+        methods::EXEC => to_value(
+            engine
+                .exec(parse_params::<ExecParams>(method, params)?)
+                .await?,
+        ),
+        methods::RUN => to_value(
+            engine
+                .run_code(parse_params::<RunParams>(method, params)?)
+                .await?,
+        ),
         methods::WRITE_FILE => {
             let p: WriteFileParams = parse_params(method, params)?;
             let content = p.decode_content()?;
-            to_value(engine.write_file(p.id, &p.path, content, p.mode.map(|m| m.0), p.user).await?)
+            to_value(
+                engine
+                    .write_file(p.id, &p.path, content, p.mode.map(|m| m.0), p.user)
+                    .await?,
+            )
         }
         methods::READ_FILE => {
             let p: PathParams = parse_params(method, params)?;
@@ -167,7 +193,10 @@ async fn dispatch(state: &AppState, method: &str, params: Value) -> Result<Value
         }
         other => Err(ApiError::new(
             ErrorKind::MethodNotFound,
-            format!("method {other:?} does not exist; methods: {}", methods::ALL.join(", ")),
+            format!(
+                "method {other:?} does not exist; methods: {}",
+                methods::ALL.join(", ")
+            ),
         )
         .with_detail("method", other)),
     }

@@ -22,8 +22,13 @@ use serde::Deserialize;
 use crate::AppState;
 
 fn error_response(err: &ApiError) -> Response {
-    let status = StatusCode::from_u16(err.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(serde_json::json!({ "error": ErrorObject::from(err) }))).into_response()
+    let status =
+        StatusCode::from_u16(err.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": ErrorObject::from(err) })),
+    )
+        .into_response()
 }
 
 fn size_param(query: &HashMap<String, String>, name: &str, default: u32) -> Result<u32, ApiError> {
@@ -33,7 +38,11 @@ fn size_param(query: &HashMap<String, String>, name: &str, default: u32) -> Resu
             .parse::<u32>()
             .ok()
             .filter(|n| (1..=4096).contains(n))
-            .ok_or_else(|| ApiError::invalid_params(format!("`{name}` must be a number from 1 to 4096, got {v:?}"))),
+            .ok_or_else(|| {
+                ApiError::invalid_params(format!(
+                    "`{name}` must be a number from 1 to 4096, got {v:?}"
+                ))
+            }),
     }
 }
 
@@ -47,7 +56,8 @@ pub(crate) async fn handle(
         Ok(id) => id,
         Err(e) => return error_response(&ApiError::invalid_params(e.to_string())),
     };
-    let size = size_param(&query, "cols", 80).and_then(|c| Ok((c, size_param(&query, "rows", 24)?)));
+    let size =
+        size_param(&query, "cols", 80).and_then(|c| Ok((c, size_param(&query, "rows", 24)?)));
     let (cols, rows) = match size {
         Ok(s) => s,
         Err(e) => return error_response(&e),
@@ -163,7 +173,10 @@ fn truncate_reason(s: &str) -> String {
     out
 }
 
-async fn forward_input(rx: &mut futures_util::stream::SplitStream<WebSocket>, control: &TerminalControl) {
+async fn forward_input(
+    rx: &mut futures_util::stream::SplitStream<WebSocket>,
+    control: &TerminalControl,
+) {
     while let Some(Ok(msg)) = rx.next().await {
         let result = match msg {
             Message::Text(text) => control.input(text.as_bytes().to_vec()).await,

@@ -112,7 +112,11 @@ pub struct OverlayLayers<'a> {
 
 /// Mounts an overlay. Inside a user namespace the `userxattr` option keeps
 /// overlay metadata in `user.overlay.*` attributes.
-pub fn overlay(layers: &OverlayLayers<'_>, userxattr: bool, attrs: MountAttrFlags) -> Result<OwnedFd> {
+pub fn overlay(
+    layers: &OverlayLayers<'_>,
+    userxattr: bool,
+    attrs: MountAttrFlags,
+) -> Result<OwnedFd> {
     for path in layers.lower.iter().chain([&layers.upper, &layers.work]) {
         if path.contains([':', ',', '\\']) {
             return Err(SysError::Unsupported(format!(

@@ -16,7 +16,12 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     /// The Capsule server to talk to.
-    #[arg(long, global = true, env = "CAPSULE_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "CAPSULE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub url: String,
     /// Print machine-readable JSON instead of human-readable text.
     #[arg(long, global = true)]

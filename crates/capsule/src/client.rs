@@ -43,12 +43,15 @@ impl Client {
     pub fn new(url: &str) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         if base.starts_with("https://") {
-            bail!("{url}: the capsule CLI speaks plain HTTP; reach a remote server through an SSH tunnel or a local proxy");
+            bail!(
+                "{url}: the capsule CLI speaks plain HTTP; reach a remote server through an SSH tunnel or a local proxy"
+            );
         }
         if !base.starts_with("http://") {
             bail!("{url} is not an http:// URL");
         }
-        base.parse::<http::Uri>().with_context(|| format!("{url} is not a valid URL"))?;
+        base.parse::<http::Uri>()
+            .with_context(|| format!("{url} is not a valid URL"))?;
         let http = HttpClient::builder(TokioExecutor::new()).build_http();
         Ok(Self {
             base,
@@ -67,7 +70,11 @@ impl Client {
     }
 
     /// Calls `method` and decodes the result.
-    pub async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, CallError> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = serde_json::to_vec(&request(id, method, params)).expect("requests serialize");
         let req = http::Request::post(format!("{}/rpc", self.base))
@@ -99,7 +106,8 @@ impl Client {
             return Err(CallError::Api(err.into_api_error()));
         }
         let result = parsed.result.unwrap_or(Value::Null);
-        serde_json::from_value(result).map_err(|e| CallError::Other(anyhow!("unexpected result of {method}: {e}")))
+        serde_json::from_value(result)
+            .map_err(|e| CallError::Other(anyhow!("unexpected result of {method}: {e}")))
     }
 }
 

@@ -14,7 +14,10 @@ fn main() -> ExitCode {
     // fresh, single-threaded process: dispatch before anything else starts.
     capsule_runtime::native::init::dispatch_helpers();
     let cli = args::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -24,7 +24,10 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         }
         let _ = writeln!(out, "{}", text.trim_end());
     };
-    line(&mut out, &header.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    line(
+        &mut out,
+        &header.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
     for row in rows {
         line(&mut out, row);
     }
@@ -47,7 +50,11 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         "m" | "min" => 60_000.0,
         "h" => 3_600_000.0,
         "d" => 86_400_000.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
     let ms = value * factor;
     if !ms.is_finite() || ms < 0.0 || ms > u64::MAX as f64 {
@@ -57,7 +64,10 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 }
 
 /// `KEY=VALUE` pairs into a map.
-pub fn parse_pairs(items: &[String], what: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+pub fn parse_pairs(
+    items: &[String],
+    what: &str,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
     items
         .iter()
         .map(|item| {
@@ -96,14 +106,22 @@ mod tests {
         assert_eq!(parse_duration_ms("1.5h"), Ok(5_400_000));
         assert_eq!(parse_duration_ms("45"), Ok(45_000));
         assert!(parse_duration_ms("soon").is_err());
-        assert!(parse_duration_ms("5w").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration_ms("5w")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
     }
 
     #[test]
     fn pairs_and_sizes() {
         let m = parse_pairs(&["A=1".into(), "B=x=y".into()], "--env").unwrap();
         assert_eq!(m["B"], "x=y");
-        assert!(parse_pairs(&["nope".into()], "--env").unwrap_err().contains("KEY=VALUE"));
+        assert!(
+            parse_pairs(&["nope".into()], "--env")
+                .unwrap_err()
+                .contains("KEY=VALUE")
+        );
         assert_eq!(human_size(512), "512 B");
         assert_eq!(human_size(1536), "1.5 KiB");
     }

@@ -54,8 +54,12 @@ fn open_host(spec: &InitSpec) -> Result<HostFds, String> {
         .map_err(|e| format!("open {}: {e}", spec.log.display()))?;
     let agent_cgroup = match &spec.agent_cgroup {
         Some((path, kind)) => Some((
-            rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| format!("open {}: {e}", path.display()))?,
+            rustix::fs::open(
+                path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| format!("open {}: {e}", path.display()))?,
             *kind,
         )),
         None => None,
@@ -72,7 +76,11 @@ fn answer(a: &InitAnswer) -> ! {
     let _ = serde_json::to_writer(&mut out, a);
     let _ = out.write_all(b"\n");
     let _ = out.flush();
-    let code = if matches!(a, InitAnswer::Started { .. }) { 0 } else { 1 };
+    let code = if matches!(a, InitAnswer::Started { .. }) {
+        0
+    } else {
+        1
+    };
     std::process::exit(code)
 }
 
@@ -156,8 +164,12 @@ pub fn launcher_main() -> ! {
             drop((unshared_w, go_r, pid_w, status_w));
             drop(fds);
             if read_byte(unshared_r.as_fd()) != Some(b'u') {
-                let status = process::wait_child(child).map(|s| s.to_string()).unwrap_or_default();
-                fail(format!("creating the sandbox namespaces failed (helper {status})"));
+                let status = process::wait_child(child)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                fail(format!(
+                    "creating the sandbox namespaces failed (helper {status})"
+                ));
             }
             if let Err(e) = userns::write_id_maps(child, &spec.mapping) {
                 let _ = process::kill(child, libc::SIGKILL);
@@ -188,9 +200,13 @@ pub fn launcher_main() -> ! {
             };
             let record = serde_json::to_vec(&init).expect("process refs serialize");
             let tmp = spec.pid_file.with_extension("tmp");
-            if let Err(e) = fs::write(&tmp, record).and_then(|()| fs::rename(&tmp, &spec.pid_file)) {
+            if let Err(e) = fs::write(&tmp, record).and_then(|()| fs::rename(&tmp, &spec.pid_file))
+            {
                 let _ = process::kill(init_pid, libc::SIGKILL);
-                fail(format!("recording the init pid in {}: {e}", spec.pid_file.display()));
+                fail(format!(
+                    "recording the init pid in {}: {e}",
+                    spec.pid_file.display()
+                ));
             }
             answer(&InitAnswer::Started {
                 pid: init.pid,
@@ -201,7 +217,14 @@ pub fn launcher_main() -> ! {
 }
 
 /// The helper: unshares, waits for its id maps, starts the sandbox init.
-fn helper(spec: &InitSpec, fds: HostFds, unshared_w: OwnedFd, go_r: OwnedFd, pid_w: OwnedFd, status_w: OwnedFd) -> ! {
+fn helper(
+    spec: &InitSpec,
+    fds: HostFds,
+    unshared_w: OwnedFd,
+    go_r: OwnedFd,
+    pid_w: OwnedFd,
+    status_w: OwnedFd,
+) -> ! {
     // SAFETY: unshare takes a flag set; the process is single-threaded.
     if unsafe { libc::unshare(NAMESPACES) } == -1 {
         let err = std::io::Error::last_os_error();
@@ -256,7 +279,14 @@ fn sandbox_init(spec: &InitSpec, fds: HostFds, status_w: OwnedFd) -> ! {
         let _ = rustix::io::write(&status_w, format!("E:{e}").as_bytes());
         exit_immediately(1);
     }
-    let mut keep = vec![0, 1, 2, listener.as_raw_fd(), log.as_raw_fd(), status_w.as_raw_fd()];
+    let mut keep = vec![
+        0,
+        1,
+        2,
+        listener.as_raw_fd(),
+        log.as_raw_fd(),
+        status_w.as_raw_fd(),
+    ];
     if let Some((fd, _)) = &agent_cgroup {
         keep.push(fd.as_raw_fd());
     }
@@ -286,7 +316,8 @@ fn sandbox_init(spec: &InitSpec, fds: HostFds, status_w: OwnedFd) -> ! {
 }
 
 fn redirect_stdio(log: &OwnedFd) -> Result<(), String> {
-    let null = rustix::fs::open("/dev/null", OFlags::RDWR, Mode::empty()).map_err(|e| format!("open /dev/null: {e}"))?;
+    let null = rustix::fs::open("/dev/null", OFlags::RDWR, Mode::empty())
+        .map_err(|e| format!("open /dev/null: {e}"))?;
     for (src, target) in [(null.as_fd(), 0), (null.as_fd(), 1), (log.as_fd(), 2)] {
         let dup = process::dup_to(src, target).map_err(|e| chain(&e))?;
         std::mem::forget(dup);
@@ -317,12 +348,17 @@ fn build_sandbox(spec: &InitSpec) -> Result<(), String> {
         mount::hardened(),
     )
     .map_err(ctx("root overlay"))?;
-    mount::attach(root.as_fd(), rustix::fs::CWD, &text(&spec.root)).map_err(ctx("attaching the root"))?;
+    mount::attach(root.as_fd(), rustix::fs::CWD, &text(&spec.root))
+        .map_err(ctx("attaching the root"))?;
     let root = root.as_fd();
 
     // The host's system directories, read-only.
     for bind in &spec.binds {
-        let rel = bind.strip_prefix("/").unwrap_or(bind).to_string_lossy().into_owned();
+        let rel = bind
+            .strip_prefix("/")
+            .unwrap_or(bind)
+            .to_string_lossy()
+            .into_owned();
         mount::ensure_dir(root, &rel, 0o755).map_err(ctx("mount point"))?;
         mount::bind_host_readonly(&bind.to_string_lossy(), root, &rel, mount::hardened())
             .map_err(ctx(&format!("binding {}", bind.display())))?;
@@ -330,24 +366,57 @@ fn build_sandbox(spec: &InitSpec) -> Result<(), String> {
 
     // A fresh /proc for the new pid namespace, with the host-wide knobs
     // read-only and a few host-revealing files masked.
-    let proc_fs = mount::new_mount("proc", &[], mount::hardened() | Attr::MOUNT_ATTR_NOEXEC).map_err(ctx("mounting /proc"))?;
+    let proc_fs = mount::new_mount("proc", &[], mount::hardened() | Attr::MOUNT_ATTR_NOEXEC)
+        .map_err(ctx("mounting /proc"))?;
     mount::attach(proc_fs.as_fd(), root, "proc").map_err(ctx("attaching /proc"))?;
-    for p in ["proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus", "proc/fs"] {
-        if rustix::fs::accessat(root, p, rustix::fs::Access::EXISTS, rustix::fs::AtFlags::empty()).is_ok() {
+    for p in [
+        "proc/sys",
+        "proc/sysrq-trigger",
+        "proc/irq",
+        "proc/bus",
+        "proc/fs",
+    ] {
+        if rustix::fs::accessat(
+            root,
+            p,
+            rustix::fs::Access::EXISTS,
+            rustix::fs::AtFlags::empty(),
+        )
+        .is_ok()
+        {
             mount::rebind_readonly(root, p).map_err(ctx(&format!("read-only /{p}")))?;
         }
     }
-    for p in ["proc/kcore", "proc/timer_list", "proc/sched_debug", "proc/latency_stats"] {
-        if rustix::fs::accessat(root, p, rustix::fs::Access::EXISTS, rustix::fs::AtFlags::empty()).is_ok() {
+    for p in [
+        "proc/kcore",
+        "proc/timer_list",
+        "proc/sched_debug",
+        "proc/latency_stats",
+    ] {
+        if rustix::fs::accessat(
+            root,
+            p,
+            rustix::fs::Access::EXISTS,
+            rustix::fs::AtFlags::empty(),
+        )
+        .is_ok()
+        {
             let null = mount::clone_host_path("/dev/null", false).map_err(ctx("masking /proc"))?;
             mount::attach(null.as_fd(), root, p).map_err(ctx(&format!("masking /{p}")))?;
         }
     }
 
     // /sys read-only; a host that refuses it leaves /sys empty.
-    match mount::new_mount("sysfs", &[], mount::hardened() | Attr::MOUNT_ATTR_NOEXEC | Attr::MOUNT_ATTR_RDONLY) {
+    match mount::new_mount(
+        "sysfs",
+        &[],
+        mount::hardened() | Attr::MOUNT_ATTR_NOEXEC | Attr::MOUNT_ATTR_RDONLY,
+    ) {
         Ok(sys) => mount::attach(sys.as_fd(), root, "sys").map_err(ctx("attaching /sys"))?,
-        Err(e) => eprintln!("capsule: /sys is not available in this sandbox: {}", chain(&e)),
+        Err(e) => eprintln!(
+            "capsule: /sys is not available in this sandbox: {}",
+            chain(&e)
+        ),
     }
 
     build_dev(spec, root)?;
@@ -355,7 +424,10 @@ fn build_sandbox(spec: &InitSpec) -> Result<(), String> {
     let tmp_size = spec.tmp_size_bytes.to_string();
     let tmp = mount::new_mount(
         "tmpfs",
-        &[FsOption::Str("mode", "1777"), FsOption::Str("size", &tmp_size)],
+        &[
+            FsOption::Str("mode", "1777"),
+            FsOption::Str("size", &tmp_size),
+        ],
         mount::hardened(),
     )
     .map_err(ctx("mounting /tmp"))?;
@@ -363,8 +435,12 @@ fn build_sandbox(spec: &InitSpec) -> Result<(), String> {
 
     for dir in &spec.owned_dirs {
         mount::ensure_dir(root, &dir.path, dir.mode).map_err(ctx("creating a home directory"))?;
-        let st = rustix::fs::statat(root, dir.path.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| format!("stat {}: {e}", dir.path))?;
+        let st = rustix::fs::statat(
+            root,
+            dir.path.as_str(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| format!("stat {}: {e}", dir.path))?;
         if st.st_uid != dir.uid || st.st_gid != dir.gid {
             rustix::fs::chownat(
                 root,
@@ -408,24 +484,45 @@ fn build_dev(spec: &InitSpec, root: BorrowedFd<'_>) -> Result<(), String> {
     let dev = dev.as_fd();
     for name in DEVICES {
         mount::ensure_file(dev, name, 0o666).map_err(ctx("device node"))?;
-        let node = mount::clone_host_path(&format!("/dev/{name}"), false).map_err(ctx(&format!("/dev/{name}")))?;
-        mount::set_attrs(node.as_fd(), Attr::MOUNT_ATTR_NOSUID | Attr::MOUNT_ATTR_NOEXEC, Attr::empty(), false)
+        let node = mount::clone_host_path(&format!("/dev/{name}"), false)
             .map_err(ctx(&format!("/dev/{name}")))?;
+        mount::set_attrs(
+            node.as_fd(),
+            Attr::MOUNT_ATTR_NOSUID | Attr::MOUNT_ATTR_NOEXEC,
+            Attr::empty(),
+            false,
+        )
+        .map_err(ctx(&format!("/dev/{name}")))?;
         mount::attach(node.as_fd(), dev, name).map_err(ctx(&format!("/dev/{name}")))?;
     }
     mount::ensure_dir(dev, "pts", 0o755).map_err(ctx("/dev/pts"))?;
-    let mut pts_opts = vec![FsOption::Str("ptmxmode", "0666"), FsOption::Str("mode", "0620")];
-    if spec.mapping.gids.iter().any(|r| r.inside <= 5 && 5 - r.inside < r.count) {
+    let mut pts_opts = vec![
+        FsOption::Str("ptmxmode", "0666"),
+        FsOption::Str("mode", "0620"),
+    ];
+    if spec
+        .mapping
+        .gids
+        .iter()
+        .any(|r| r.inside <= 5 && 5 - r.inside < r.count)
+    {
         pts_opts.push(FsOption::Str("gid", "5"));
     }
-    let pts = mount::new_mount("devpts", &pts_opts, Attr::MOUNT_ATTR_NOSUID | Attr::MOUNT_ATTR_NOEXEC)
-        .map_err(ctx("mounting /dev/pts"))?;
+    let pts = mount::new_mount(
+        "devpts",
+        &pts_opts,
+        Attr::MOUNT_ATTR_NOSUID | Attr::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(ctx("mounting /dev/pts"))?;
     mount::attach(pts.as_fd(), dev, "pts").map_err(ctx("attaching /dev/pts"))?;
     mount::ensure_dir(dev, "shm", 0o1777).map_err(ctx("/dev/shm"))?;
     let shm_size = spec.shm_size_bytes.to_string();
     let shm = mount::new_mount(
         "tmpfs",
-        &[FsOption::Str("mode", "1777"), FsOption::Str("size", &shm_size)],
+        &[
+            FsOption::Str("mode", "1777"),
+            FsOption::Str("size", &shm_size),
+        ],
         mount::hardened() | Attr::MOUNT_ATTR_NOEXEC,
     )
     .map_err(ctx("mounting /dev/shm"))?;
@@ -488,8 +585,14 @@ pub fn remove_main() -> ! {
             }
             write_byte(go_w.as_fd(), b'g');
             match process::wait_child(child) {
-                Ok(s) if s.success() => answer(&InitAnswer::Started { pid: child, start_time: 0 }),
-                Ok(s) => fail(format!("removing {} failed (helper {s})", spec.path.display())),
+                Ok(s) if s.success() => answer(&InitAnswer::Started {
+                    pid: child,
+                    start_time: 0,
+                }),
+                Ok(s) => fail(format!(
+                    "removing {} failed (helper {s})",
+                    spec.path.display()
+                )),
                 Err(e) => fail(chain(&e)),
             }
         }

@@ -149,7 +149,9 @@ fn random_u128() -> u128 {
 
 /// Reads a host file tree into entries (symlinks kept, not followed).
 fn read_host_tree(host: &Path, rel: &Path, out: &mut Vec<(PathBuf, Entry)>) {
-    let Ok(meta) = fs::symlink_metadata(host) else { return };
+    let Ok(meta) = fs::symlink_metadata(host) else {
+        return;
+    };
     let mode = meta.permissions().mode() & 0o7777;
     if meta.file_type().is_symlink() {
         if let Ok(target) = fs::read_link(host) {
@@ -157,7 +159,9 @@ fn read_host_tree(host: &Path, rel: &Path, out: &mut Vec<(PathBuf, Entry)>) {
         }
     } else if meta.is_dir() {
         out.push((rel.to_path_buf(), Entry::Dir { mode }));
-        let Ok(children) = fs::read_dir(host) else { return };
+        let Ok(children) = fs::read_dir(host) else {
+            return;
+        };
         let mut names: Vec<_> = children.flatten().map(|e| e.file_name()).collect();
         names.sort();
         for name in names {
@@ -203,8 +207,18 @@ fn entries(layout: &HostLayout) -> Vec<(PathBuf, Entry)> {
     ] {
         out.push(dir(p, mode));
     }
-    out.push((PathBuf::from("var/run"), Entry::Symlink { target: "../run".into() }));
-    out.push((PathBuf::from("var/lock"), Entry::Symlink { target: "../run/lock".into() }));
+    out.push((
+        PathBuf::from("var/run"),
+        Entry::Symlink {
+            target: "../run".into(),
+        },
+    ));
+    out.push((
+        PathBuf::from("var/lock"),
+        Entry::Symlink {
+            target: "../run/lock".into(),
+        },
+    ));
     for bind in &layout.binds {
         let rel = bind.strip_prefix("/").unwrap_or(bind);
         if rel != Path::new("usr") {
@@ -212,15 +226,30 @@ fn entries(layout: &HostLayout) -> Vec<(PathBuf, Entry)> {
         }
     }
     for (name, target) in &layout.symlinks {
-        out.push((PathBuf::from(name), Entry::Symlink { target: target.clone() }));
+        out.push((
+            PathBuf::from(name),
+            Entry::Symlink {
+                target: target.clone(),
+            },
+        ));
     }
     for (name, content) in generated_etc() {
         let mode = 0o644;
-        out.push((Path::new("etc").join(name), Entry::File { mode, content: content.into_bytes() }));
+        out.push((
+            Path::new("etc").join(name),
+            Entry::File {
+                mode,
+                content: content.into_bytes(),
+            },
+        ));
     }
     let mut copied = Vec::new();
     for name in HOST_ETC {
-        read_host_tree(&Path::new("/etc").join(name), &Path::new("etc").join(name), &mut copied);
+        read_host_tree(
+            &Path::new("/etc").join(name),
+            &Path::new("etc").join(name),
+            &mut copied,
+        );
     }
     if let Ok(entries) = fs::read_dir("/etc") {
         let mut names: Vec<_> = entries
@@ -230,7 +259,11 @@ fn entries(layout: &HostLayout) -> Vec<(PathBuf, Entry)> {
             .collect();
         names.sort();
         for name in names {
-            read_host_tree(&Path::new("/etc").join(&name), &Path::new("etc").join(&name), &mut copied);
+            read_host_tree(
+                &Path::new("/etc").join(&name),
+                &Path::new("etc").join(&name),
+                &mut copied,
+            );
         }
     }
     out.extend(copied);
@@ -251,15 +284,24 @@ fn digest(entries: &[(PathBuf, Entry)], owners: &Ownership) -> String {
     format!("{:016x}", h.finish())
 }
 
-const COMPLETE_MARK: &str = ".capsule-layer";
+/// Beside a finished layer `base-<hash>` sits `base-<hash>.complete`.
+fn complete_mark(layer: &Path) -> PathBuf {
+    let mut name = layer.file_name().unwrap_or_default().to_os_string();
+    name.push(".complete");
+    layer.with_file_name(name)
+}
 
 /// Makes sure the base layer for this host exists under `layers_dir` and
 /// returns its path.
-pub fn ensure_base_layer(layers_dir: &Path, layout: &HostLayout, owners: &Ownership) -> io::Result<PathBuf> {
+pub fn ensure_base_layer(
+    layers_dir: &Path,
+    layout: &HostLayout,
+    owners: &Ownership,
+) -> io::Result<PathBuf> {
     let entries = entries(layout);
     let name = format!("base-{}", digest(&entries, owners));
     let final_dir = layers_dir.join(&name);
-    if final_dir.join(COMPLETE_MARK).exists() {
+    if complete_mark(&final_dir).exists() && final_dir.is_dir() {
         return Ok(final_dir);
     }
     fs::create_dir_all(layers_dir)?;
@@ -273,7 +315,8 @@ pub fn ensure_base_layer(layers_dir: &Path, layout: &HostLayout, owners: &Owners
             // An incomplete build from an earlier crash.
             fs::remove_dir_all(&final_dir)?;
         }
-        fs::rename(&tmp, &final_dir)
+        fs::rename(&tmp, &final_dir)?;
+        fs::write(complete_mark(&final_dir), "complete\n")
     });
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&tmp);
@@ -293,11 +336,13 @@ fn write_layer(dir: &Path, entries: &[(PathBuf, Entry)], owners: &Ownership) -> 
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(with_path(e, &path)),
                 }
-                fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).map_err(|e| with_path(e, &path))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
+                    .map_err(|e| with_path(e, &path))?;
             }
             Entry::File { mode, content } => {
                 fs::write(&path, content).map_err(|e| with_path(e, &path))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).map_err(|e| with_path(e, &path))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
+                    .map_err(|e| with_path(e, &path))?;
             }
             Entry::Symlink { target } => {
                 let _ = fs::remove_file(&path);
@@ -310,13 +355,13 @@ fn write_layer(dir: &Path, entries: &[(PathBuf, Entry)], owners: &Ownership) -> 
             owners.root
         };
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| with_path(e, &path))?;
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+                .map_err(|e| with_path(e, &path))?;
         }
     }
     if let Some((uid, gid)) = owners.root {
         std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
     }
-    fs::write(dir.join(COMPLETE_MARK), "complete\n")?;
     Ok(())
 }
 
@@ -326,11 +371,18 @@ fn with_path(e: io::Error, path: &Path) -> io::Error {
 
 /// Removes layers other than `keep` that no sandbox uses.
 pub fn collect_garbage(layers_dir: &Path, keep: &[PathBuf]) {
-    let Ok(entries) = fs::read_dir(layers_dir) else { return };
+    let Ok(entries) = fs::read_dir(layers_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        if !keep.contains(&path) {
-            let _ = fs::remove_dir_all(&path);
+        let owner = path
+            .to_str()
+            .and_then(|p| p.strip_suffix(".complete"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| path.clone());
+        if !keep.contains(&owner) {
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
         }
     }
 }
@@ -343,25 +395,42 @@ mod tests {
     fn layer_is_complete_reused_and_content_addressed() {
         let tmp = tempfile::tempdir().unwrap();
         let layout = host_layout();
-        let owners = Ownership { root: None, user: None };
+        let owners = Ownership {
+            root: None,
+            user: None,
+        };
         let a = ensure_base_layer(tmp.path(), &layout, &owners).unwrap();
         let b = ensure_base_layer(tmp.path(), &layout, &owners).unwrap();
         assert_eq!(a, b, "an existing layer is reused");
         let passwd = fs::read_to_string(a.join("etc/passwd")).unwrap();
         assert!(passwd.contains("user:x:1000:1000"));
         assert!(a.join("workspace").is_dir());
-        assert_eq!(fs::metadata(a.join("tmp")).unwrap().permissions().mode() & 0o7777, 0o1777);
+        assert_eq!(
+            fs::metadata(a.join("tmp")).unwrap().permissions().mode() & 0o7777,
+            0o1777
+        );
         // Secrets of the host are never copied.
         assert!(!a.join("etc/shadow").exists());
         for (name, target) in &layout.symlinks {
             assert_eq!(&fs::read_link(a.join(name)).unwrap(), target);
         }
         // Nothing half-built is left beside it.
-        let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(names.len(), 1, "{names:?}");
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "the layer and its completion mark: {names:?}"
+        );
+        assert!(!a.join(".complete").exists());
         collect_garbage(tmp.path(), &[a.clone()]);
         assert!(a.exists());
+        assert!(complete_mark(&a).exists());
         collect_garbage(tmp.path(), &[]);
         assert!(!a.exists());
+        assert!(!complete_mark(&a).exists());
     }
 }

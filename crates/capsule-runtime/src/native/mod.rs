@@ -31,7 +31,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use self::layer::{HostLayout, Ownership};
 use self::spec::{AgentCgroupKind, AgentSettings, InitAnswer, InitSpec, OwnedDir, RemoveSpec};
-use crate::{Attached, ExitReason, Result, Runtime, RuntimeError, SandboxSpec, TemplateSpec, Usage};
+use crate::{
+    Attached, ExitReason, Result, Runtime, RuntimeError, SandboxSpec, TemplateSpec, Usage,
+};
 
 /// The uid/gid of the unprivileged sandbox user.
 pub const SANDBOX_USER_ID: u32 = 1000;
@@ -40,7 +42,14 @@ pub const SANDBOX_USER_ID: u32 = 1000;
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Directories searched for a template's programs (inside the sandbox).
-const PROGRAM_DIRS: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+const PROGRAM_DIRS: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
 
 /// Settings of the native backend.
 #[derive(Debug, Clone)]
@@ -86,6 +95,27 @@ fn current_user_name(uid: u32) -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
+/// A random id for this state directory, made once and kept: it names the
+/// server's cgroups, so that two servers never touch each other's sandboxes.
+fn instance_id(dir: &Path) -> Result<String> {
+    let path = dir.join("instance-id");
+    if let Ok(id) = fs::read_to_string(&path) {
+        let id = id.trim();
+        if id.len() == 12 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(id.to_owned());
+        }
+    }
+    let mut b = [0u8; 6];
+    rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| RuntimeError::io("random instance id", e.into()))?;
+    let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let tmp = dir.join("instance-id.tmp");
+    fs::write(&tmp, format!("{id}\n"))
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(io_ctx(format!("writing {}", path.display())))?;
+    Ok(id)
+}
+
 impl NativeRuntime {
     /// Prepares the backend: id mapping, cgroups, the base layer.
     pub fn new(opts: NativeOptions) -> Result<Self> {
@@ -93,7 +123,12 @@ impl NativeRuntime {
         let euid = rustix::process::geteuid().as_raw();
         let egid = rustix::process::getegid().as_raw();
         let mapping = if euid == 0 {
-            if opts.uid_base.checked_add(capsule_sys::userns::SANDBOX_ID_COUNT).is_none() || opts.uid_base == 0 {
+            if opts
+                .uid_base
+                .checked_add(capsule_sys::userns::SANDBOX_ID_COUNT)
+                .is_none()
+                || opts.uid_base == 0
+            {
                 return Err(RuntimeError::Unavailable(format!(
                     "uid base {} leaves no room for 65536 sandbox ids",
                     opts.uid_base
@@ -101,13 +136,19 @@ impl NativeRuntime {
             }
             IdMapping::rooted(opts.uid_base)
         } else {
-            let (mapping, warning) = capsule_sys::userns::unprivileged_mapping(euid, egid, &current_user_name(euid));
+            let (mapping, warning) =
+                capsule_sys::userns::unprivileged_mapping(euid, egid, &current_user_name(euid));
             warnings.extend(warning);
             mapping
         };
 
+        fs::create_dir_all(&opts.dir)
+            .map_err(io_ctx(format!("creating {}", opts.dir.display())))?;
+        let instance = instance_id(&opts.dir)?;
         let cgroups = if opts.cgroups {
-            match Cgroups::detect().and_then(|c| c.prepare().map(|()| c)) {
+            match Cgroups::detect(&format!("capsule-{instance}"))
+                .and_then(|c| c.prepare().map(|()| c))
+            {
                 Ok(c) => {
                     let have = c.controllers();
                     let missing: Vec<&str> = ["memory", "cpu", "pids"]
@@ -135,10 +176,12 @@ impl NativeRuntime {
             None
         };
 
-        fs::create_dir_all(opts.dir.join("sandboxes")).map_err(io_ctx(format!("creating {}", opts.dir.display())))?;
+        fs::create_dir_all(opts.dir.join("sandboxes"))
+            .map_err(io_ctx(format!("creating {}", opts.dir.display())))?;
         // Traversable but not listable: sandboxes' files are private.
         for d in [opts.dir.clone(), opts.dir.join("sandboxes")] {
-            fs::set_permissions(&d, fs::Permissions::from_mode(0o711)).map_err(io_ctx(format!("chmod {}", d.display())))?;
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o711))
+                .map_err(io_ctx(format!("chmod {}", d.display())))?;
         }
         if let Some(root) = mapping.host_uid(0) {
             Self::check_reachable(&opts.dir.join("sandboxes"), root)?;
@@ -147,13 +190,19 @@ impl NativeRuntime {
         let owners = match mapping.method {
             MapMethod::Direct => Ownership {
                 root: mapping.host_uid(0).zip(mapping.host_gid(0)),
-                user: mapping.host_uid(SANDBOX_USER_ID).zip(mapping.host_gid(SANDBOX_USER_ID)),
+                user: mapping
+                    .host_uid(SANDBOX_USER_ID)
+                    .zip(mapping.host_gid(SANDBOX_USER_ID)),
             },
-            _ => Ownership { root: None, user: None },
+            _ => Ownership {
+                root: None,
+                user: None,
+            },
         };
         let layers_dir = opts.dir.join("layers");
-        let layer = layer::ensure_base_layer(&layers_dir, &layout, &owners)
-            .map_err(io_ctx(format!("building the base layer in {}", layers_dir.display())))?;
+        let layer = layer::ensure_base_layer(&layers_dir, &layout, &owners).map_err(io_ctx(
+            format!("building the base layer in {}", layers_dir.display()),
+        ))?;
         let mut in_use = vec![layer.clone()];
         if let Ok(entries) = fs::read_dir(opts.dir.join("sandboxes")) {
             for e in entries.flatten() {
@@ -214,7 +263,8 @@ impl NativeRuntime {
         if self.mapping.method == MapMethod::Direct
             && let (Some(uid), Some(gid)) = (self.mapping.host_uid(0), self.mapping.host_gid(0))
         {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_ctx(format!("chown {}", path.display())))?;
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(io_ctx(format!("chown {}", path.display())))?;
         }
         Ok(())
     }
@@ -224,7 +274,10 @@ impl NativeRuntime {
         let cg = self.cgroups.as_ref()?;
         let sandbox = cg.open(id.as_str());
         match cg.version {
-            Version::V2 => sandbox.dirs().next().map(|d| (d.to_path_buf(), AgentCgroupKind::Unified)),
+            Version::V2 => sandbox
+                .dirs()
+                .next()
+                .map(|d| (d.to_path_buf(), AgentCgroupKind::Unified)),
             Version::V1 => {
                 let pick = |ctrl: &str| {
                     cg.hierarchies
@@ -248,25 +301,42 @@ impl NativeRuntime {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("starting the launcher {}: {e}", self.opts.launcher.display()))?;
+            .map_err(|e| {
+                format!(
+                    "starting the launcher {}: {e}",
+                    self.opts.launcher.display()
+                )
+            })?;
         let json = serde_json::to_vec(spec).expect("specs serialize");
         let mut stdin = child.stdin.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
         let run = async {
-            stdin.write_all(&json).await.map_err(|e| format!("sending the spec: {e}"))?;
+            stdin
+                .write_all(&json)
+                .await
+                .map_err(|e| format!("sending the spec: {e}"))?;
             drop(stdin);
             let mut out = Vec::new();
             let mut err = Vec::new();
             let (r1, r2) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
             r1.map_err(|e| format!("reading the launcher's answer: {e}"))?;
             let _ = r2;
-            let status = child.wait().await.map_err(|e| format!("waiting for the launcher: {e}"))?;
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| format!("waiting for the launcher: {e}"))?;
             Ok::<_, String>((out, err, status))
         };
-        let (out, err, status) = tokio::time::timeout(LAUNCH_TIMEOUT, run)
-            .await
-            .map_err(|_| format!("the launcher did not finish within {}s", LAUNCH_TIMEOUT.as_secs()))??;
+        let (out, err, status) =
+            tokio::time::timeout(LAUNCH_TIMEOUT, run)
+                .await
+                .map_err(|_| {
+                    format!(
+                        "the launcher did not finish within {}s",
+                        LAUNCH_TIMEOUT.as_secs()
+                    )
+                })??;
         let answer: Option<InitAnswer> = serde_json::from_slice(&out).ok();
         let stderr_text = String::from_utf8_lossy(&err).trim().to_owned();
         match answer {
@@ -276,7 +346,9 @@ impl NativeRuntime {
             } else {
                 format!("{error} ({stderr_text})")
             }),
-            None => Err(format!("the launcher {status} without an answer: {stderr_text}")),
+            None => Err(format!(
+                "the launcher {status} without an answer: {stderr_text}"
+            )),
         }
     }
 
@@ -285,10 +357,13 @@ impl NativeRuntime {
             let pid = pidfd.pid();
             let fd: OwnedFd = pidfd.into_fd();
             // SAFETY: `fd` is an open pidfd owned by the AsyncFd from here on.
-            let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+            let registered =
+                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
             let async_fd = match registered {
                 Ok(a) => a,
-                Err(e) => return ExitReason(format!("cannot watch the sandbox init (pid {pid}): {e}")),
+                Err(e) => {
+                    return ExitReason(format!("cannot watch the sandbox init (pid {pid}): {e}"));
+                }
             };
             let _ = async_fd.readable().await;
             let fd = async_fd.into_inner();
@@ -296,7 +371,8 @@ impl NativeRuntime {
             let status = pidfd.try_reap().ok().flatten();
             ExitReason(match status {
                 Some(ExitStatus::Signaled(libc::SIGKILL)) => {
-                    "the sandbox init was killed (SIGKILL; the out-of-memory killer or an operator)".to_owned()
+                    "the sandbox init was killed (SIGKILL; the out-of-memory killer or an operator)"
+                        .to_owned()
                 }
                 Some(s) => format!("the sandbox init {s}"),
                 None => "the sandbox init exited".to_owned(),
@@ -319,7 +395,9 @@ impl NativeRuntime {
             let dir = dir.to_path_buf();
             tokio::task::spawn_blocking(move || fs::remove_dir_all(&dir))
                 .await
-                .map_err(|e| RuntimeError::io("removing a sandbox directory", io::Error::other(e)))?
+                .map_err(|e| {
+                    RuntimeError::io("removing a sandbox directory", io::Error::other(e))
+                })?
         };
         match direct {
             Ok(()) => return Ok(()),
@@ -350,7 +428,10 @@ impl NativeRuntime {
             .await
             .map_err(io_ctx("sending the remove spec"))?;
         drop(stdin);
-        let out = child.wait_with_output().await.map_err(io_ctx("waiting for the remover"))?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(io_ctx("waiting for the remover"))?;
         if out.status.success() && !dir.exists() {
             Ok(())
         } else {
@@ -373,7 +454,9 @@ impl NativeRuntime {
         let mut total = 0u64;
         let mut stack = vec![path.to_path_buf()];
         while let Some(p) = stack.pop() {
-            let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+            let Ok(meta) = fs::symlink_metadata(&p) else {
+                continue;
+            };
             total += meta.blocks() * 512;
             if meta.is_dir()
                 && let Ok(entries) = fs::read_dir(&p)
@@ -397,7 +480,8 @@ impl Runtime for NativeRuntime {
 
     fn check_template(&self, template: &TemplateSpec) -> std::result::Result<(), String> {
         let visible = |p: &Path| {
-            self.layout.binds.iter().any(|b| p.starts_with(b)) || template.extra_binds.iter().any(|b| p.starts_with(b))
+            self.layout.binds.iter().any(|b| p.starts_with(b))
+                || template.extra_binds.iter().any(|b| p.starts_with(b))
         };
         for bind in &template.extra_binds {
             if !bind.is_dir() {
@@ -430,7 +514,10 @@ impl Runtime for NativeRuntime {
                 None => {
                     return Err(format!(
                         "{program} was not found on this host (looked in {})",
-                        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                        dirs.iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
             }
@@ -453,7 +540,10 @@ impl Runtime for NativeRuntime {
         let Some(init) = self.read_pid_file(id) else {
             return Ok(None);
         };
-        let Some(pidfd) = init.open().map_err(|e| RuntimeError::sys("opening the sandbox init", e))? else {
+        let Some(pidfd) = init
+            .open()
+            .map_err(|e| RuntimeError::sys("opening the sandbox init", e))?
+        else {
             return Ok(None);
         };
         let attached = self.attached(id, pidfd);
@@ -492,10 +582,18 @@ impl Runtime for NativeRuntime {
     fn leftovers(&self) -> Vec<SandboxId> {
         let mut ids = BTreeSet::new();
         if let Ok(entries) = fs::read_dir(self.opts.dir.join("sandboxes")) {
-            ids.extend(entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<SandboxId>().ok()));
+            ids.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<SandboxId>().ok()),
+            );
         }
         if let Some(cg) = &self.cgroups {
-            ids.extend(cg.existing().into_iter().filter_map(|n| n.parse::<SandboxId>().ok()));
+            ids.extend(
+                cg.existing()
+                    .into_iter()
+                    .filter_map(|n| n.parse::<SandboxId>().ok()),
+            );
         }
         ids.into_iter().collect()
     }
@@ -510,7 +608,9 @@ impl Runtime for NativeRuntime {
             usage.pids = stats.pids;
         }
         let upper = self.sandbox_dir(id).join("upper");
-        usage.disk_bytes = tokio::task::spawn_blocking(move || Self::disk_usage(&upper)).await.ok();
+        usage.disk_bytes = tokio::task::spawn_blocking(move || Self::disk_usage(&upper))
+            .await
+            .ok();
         Ok(usage)
     }
 }
@@ -518,10 +618,12 @@ impl Runtime for NativeRuntime {
 impl NativeRuntime {
     async fn create_in(&self, spec: &SandboxSpec, dir: &Path) -> Result<Attached> {
         let id = spec.id;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_ctx("chmod sandbox dir"))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_ctx("chmod sandbox dir"))?;
         // Sandbox root builds its root from here, and nobody else may look in.
         self.chown_to_root(dir)?;
-        fs::write(dir.join("layer"), self.layer.display().to_string()).map_err(io_ctx("recording the layer"))?;
+        fs::write(dir.join("layer"), self.layer.display().to_string())
+            .map_err(io_ctx("recording the layer"))?;
         for sub in ["upper", "work", "root"] {
             let p = dir.join(sub);
             fs::create_dir(&p).map_err(io_ctx(format!("creating {}", p.display())))?;

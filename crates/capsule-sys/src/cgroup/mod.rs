@@ -55,24 +55,29 @@ pub struct Cgroups {
     pub hierarchies: Vec<Hierarchy>,
 }
 
-/// The name of the directory (under the server's own cgroup) that holds sandboxes.
-pub const PARENT_NAME: &str = "capsule";
-
 impl Cgroups {
     /// Finds the cgroup hierarchies of this host from `/proc/self/mountinfo`
     /// and `/proc/self/cgroup`. A hybrid host (a v2 mount without
-    /// controllers beside v1 controllers) is treated as v1.
-    pub fn detect() -> Result<Self> {
+    /// controllers beside v1 controllers) is treated as v1. Sandboxes go in
+    /// `parent_name` under the server's own cgroup; each server instance
+    /// needs its own name so that one never mistakes another's sandboxes
+    /// for leftovers.
+    pub fn detect(parent_name: &str) -> Result<Self> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| SysError::path("read", "/proc/self/mountinfo", e))?;
         let own = fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| SysError::path("read", "/proc/self/cgroup", e))?;
-        Self::from_host_text(&mountinfo, &own, Path::new("/"))
+        Self::from_host_text(&mountinfo, &own, Path::new("/"), parent_name)
     }
 
     /// Like [`Cgroups::detect`] from given file contents, with mount points
     /// re-rooted under `root` (for tests with a fake tree).
-    pub fn from_host_text(mountinfo: &str, self_cgroup: &str, root: &Path) -> Result<Self> {
+    pub fn from_host_text(
+        mountinfo: &str,
+        self_cgroup: &str,
+        root: &Path,
+        parent_name: &str,
+    ) -> Result<Self> {
         let mounts = parse_mountinfo(mountinfo);
         let memberships = parse_self_cgroup(self_cgroup);
         let reroot = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
@@ -97,7 +102,7 @@ impl Cgroups {
                         .filter(|c| WANTED.contains(&c.as_str()))
                         .cloned()
                         .collect(),
-                    parent: own.join(PARENT_NAME),
+                    parent: own.join(parent_name),
                     own,
                 });
             }
@@ -125,7 +130,7 @@ impl Cgroups {
                     .into_iter()
                     .filter(|c| WANTED.contains(&c.as_str()))
                     .collect(),
-                parent: own.join(PARENT_NAME),
+                parent: own.join(parent_name),
                 own,
             }],
         })
@@ -144,6 +149,10 @@ impl Cgroups {
     pub fn prepare(&self) -> Result<()> {
         for h in &self.hierarchies {
             create_dir(&h.parent)?;
+            // Creating a child proves the parent is really ours to use.
+            let probe = h.parent.join(format!(".probe-{}", std::process::id()));
+            create_dir(&probe)?;
+            fs::remove_dir(&probe).map_err(|e| SysError::path("rmdir", &probe, e))?;
             if self.version == Version::V2 {
                 let wanted: Vec<&str> = ["memory", "cpu", "pids"]
                     .into_iter()

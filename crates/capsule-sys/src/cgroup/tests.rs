@@ -30,7 +30,8 @@ const V2_MOUNTINFO: &str = "\
 
 #[test]
 fn hybrid_hosts_are_v1_with_one_dir_per_hierarchy() {
-    let cg = Cgroups::from_host_text(HYBRID_MOUNTINFO, HYBRID_SELF, Path::new("/")).unwrap();
+    let cg =
+        Cgroups::from_host_text(HYBRID_MOUNTINFO, HYBRID_SELF, Path::new("/"), "capsule").unwrap();
     assert_eq!(cg.version, Version::V1);
     assert_eq!(cg.hierarchies.len(), 4, "{cg:?}");
     let memory = cg
@@ -75,8 +76,13 @@ fn fake_v2_tree(root: &Path, own: &str) {
 fn v2_enables_controllers_and_writes_limits() {
     let tmp = tempfile::tempdir().unwrap();
     fake_v2_tree(tmp.path(), "/user.slice/capsule.service");
-    let cg = Cgroups::from_host_text(V2_MOUNTINFO, "0::/user.slice/capsule.service\n", tmp.path())
-        .unwrap();
+    let cg = Cgroups::from_host_text(
+        V2_MOUNTINFO,
+        "0::/user.slice/capsule.service\n",
+        tmp.path(),
+        "capsule",
+    )
+    .unwrap();
     assert_eq!(cg.version, Version::V2);
     let h = &cg.hierarchies[0];
     assert_eq!(
@@ -150,7 +156,7 @@ fn v2_already_enabled_controllers_are_left_alone() {
         "cpu memory pids\n",
     )
     .unwrap();
-    let cg = Cgroups::from_host_text(V2_MOUNTINFO, "0::/\n", tmp.path()).unwrap();
+    let cg = Cgroups::from_host_text(V2_MOUNTINFO, "0::/\n", tmp.path(), "capsule").unwrap();
     cg.prepare().unwrap();
     assert_eq!(
         fs::read_to_string(tmp.path().join("sys/fs/cgroup/cgroup.subtree_control")).unwrap(),
@@ -174,7 +180,7 @@ fn v1_limits_go_to_each_controller() {
     ] {
         fs::create_dir_all(tmp.path().join("sys/fs/cgroup").join(d)).unwrap();
     }
-    let cg = Cgroups::from_host_text(HYBRID_MOUNTINFO, HYBRID_SELF, tmp.path()).unwrap();
+    let cg = Cgroups::from_host_text(HYBRID_MOUNTINFO, HYBRID_SELF, tmp.path(), "capsule").unwrap();
     cg.prepare().unwrap();
     let limits = Limits {
         memory_bytes: Some(64 << 20),

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
-use capsule_api::sandbox::{DirEntry, EntryResult, EntryType, ListDirResult, ReadFileResult, WriteFileResult, decode_base64, encode_base64, methods};
+use capsule_api::sandbox::{
+    DirEntry, EntryResult, EntryType, ListDirResult, ReadFileResult, WriteFileResult,
+    decode_base64, encode_base64, methods,
+};
 use serde_json::json;
 
 use super::print_json;
@@ -36,7 +39,10 @@ pub async fn run(client: &Client, a: CpArgs, json: bool) -> anyhow::Result<ExitC
 }
 
 async fn remote_stat(client: &Client, id: &str, path: &str) -> anyhow::Result<Option<DirEntry>> {
-    match client.call::<EntryResult>(methods::STAT, json!({ "id": id, "path": path })).await {
+    match client
+        .call::<EntryResult>(methods::STAT, json!({ "id": id, "path": path }))
+        .await
+    {
         Ok(r) => Ok(Some(r.entry)),
         Err(CallError::Api(e)) if e.kind == capsule_api::ErrorKind::FileNotFound => Ok(None),
         Err(e) => Err(e.into()),
@@ -51,23 +57,36 @@ fn base_name(path: &str) -> anyhow::Result<String> {
 }
 
 async fn upload(client: &Client, local: &str, id: &str, remote: &str) -> anyhow::Result<Copied> {
-    let remote = if remote.is_empty() { "/workspace/" } else { remote };
+    let remote = if remote.is_empty() {
+        "/workspace/"
+    } else {
+        remote
+    };
     if local == "-" {
         let mut data = Vec::new();
-        std::io::stdin().read_to_end(&mut data).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading standard input")?;
         let r: WriteFileResult = client
-            .call(methods::WRITE_FILE, json!({ "id": id, "path": remote, "content": encode_base64(&data) }))
+            .call(
+                methods::WRITE_FILE,
+                json!({ "id": id, "path": remote, "content": encode_base64(&data) }),
+            )
             .await?;
-        return Ok(Copied { files: 1, bytes: r.size });
+        return Ok(Copied {
+            files: 1,
+            bytes: r.size,
+        });
     }
     let meta = std::fs::metadata(local).with_context(|| format!("cannot read {local}"))?;
     // Into an existing directory (or a path ending in /): keep the name.
     let existing = remote_stat(client, id, remote).await?;
-    let target = if remote.ends_with('/') || existing.as_ref().is_some_and(|e| e.kind == EntryType::Dir) {
-        format!("{}/{}", remote.trim_end_matches('/'), base_name(local)?)
-    } else {
-        remote.to_owned()
-    };
+    let target =
+        if remote.ends_with('/') || existing.as_ref().is_some_and(|e| e.kind == EntryType::Dir) {
+            format!("{}/{}", remote.trim_end_matches('/'), base_name(local)?)
+        } else {
+            remote.to_owned()
+        };
     let mut copied = Copied { files: 0, bytes: 0 };
     if meta.is_dir() {
         upload_dir(client, Path::new(local), id, &target, &mut copied).await?;
@@ -77,7 +96,13 @@ async fn upload(client: &Client, local: &str, id: &str, remote: &str) -> anyhow:
     Ok(copied)
 }
 
-async fn upload_file(client: &Client, local: &Path, id: &str, remote: &str, copied: &mut Copied) -> anyhow::Result<()> {
+async fn upload_file(
+    client: &Client,
+    local: &Path,
+    id: &str,
+    remote: &str,
+    copied: &mut Copied,
+) -> anyhow::Result<()> {
     let data = std::fs::read(local).with_context(|| format!("cannot read {}", local.display()))?;
     let mode = std::fs::metadata(local)?.permissions().mode() & 0o777;
     let r: WriteFileResult = client
@@ -91,8 +116,17 @@ async fn upload_file(client: &Client, local: &Path, id: &str, remote: &str, copi
     Ok(())
 }
 
-async fn upload_dir(client: &Client, local: &Path, id: &str, remote: &str, copied: &mut Copied) -> anyhow::Result<()> {
-    match client.call::<EntryResult>(methods::MAKE_DIR, json!({ "id": id, "path": remote })).await {
+async fn upload_dir(
+    client: &Client,
+    local: &Path,
+    id: &str,
+    remote: &str,
+    copied: &mut Copied,
+) -> anyhow::Result<()> {
+    match client
+        .call::<EntryResult>(methods::MAKE_DIR, json!({ "id": id, "path": remote }))
+        .await
+    {
         Ok(_) => {}
         Err(CallError::Api(e)) if e.kind == capsule_api::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e.into()),
@@ -111,14 +145,21 @@ async fn upload_dir(client: &Client, local: &Path, id: &str, remote: &str, copie
         } else if kind.is_file() {
             upload_file(client, &entry.path(), id, &child_remote, copied).await?;
         } else {
-            eprintln!("capsule: skipping {} (not a regular file or directory)", entry.path().display());
+            eprintln!(
+                "capsule: skipping {} (not a regular file or directory)",
+                entry.path().display()
+            );
         }
     }
     Ok(())
 }
 
 async fn download(client: &Client, id: &str, remote: &str, local: &str) -> anyhow::Result<Copied> {
-    let remote = if remote.is_empty() { "/workspace" } else { remote };
+    let remote = if remote.is_empty() {
+        "/workspace"
+    } else {
+        remote
+    };
     let entry = remote_stat(client, id, remote)
         .await?
         .ok_or_else(|| anyhow!("{id}:{remote} does not exist"))?;
@@ -148,11 +189,20 @@ async fn download(client: &Client, id: &str, remote: &str, local: &str) -> anyho
 }
 
 async fn read_remote(client: &Client, id: &str, remote: &str) -> anyhow::Result<Vec<u8>> {
-    let r: ReadFileResult = client.call(methods::READ_FILE, json!({ "id": id, "path": remote })).await?;
+    let r: ReadFileResult = client
+        .call(methods::READ_FILE, json!({ "id": id, "path": remote }))
+        .await?;
     Ok(decode_base64(&r.content, "content")?)
 }
 
-async fn download_file(client: &Client, id: &str, remote: &str, mode: u32, local: &Path, copied: &mut Copied) -> anyhow::Result<()> {
+async fn download_file(
+    client: &Client,
+    id: &str,
+    remote: &str,
+    mode: u32,
+    local: &Path,
+    copied: &mut Copied,
+) -> anyhow::Result<()> {
     let data = read_remote(client, id, remote).await?;
     std::fs::write(local, &data).with_context(|| format!("cannot write {}", local.display()))?;
     if mode != 0 {
@@ -163,9 +213,17 @@ async fn download_file(client: &Client, id: &str, remote: &str, mode: u32, local
     Ok(())
 }
 
-async fn download_dir(client: &Client, id: &str, remote: &str, local: &Path, copied: &mut Copied) -> anyhow::Result<()> {
+async fn download_dir(
+    client: &Client,
+    id: &str,
+    remote: &str,
+    local: &Path,
+    copied: &mut Copied,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(local).with_context(|| format!("cannot create {}", local.display()))?;
-    let listing: ListDirResult = client.call(methods::LIST_DIR, json!({ "id": id, "path": remote })).await?;
+    let listing: ListDirResult = client
+        .call(methods::LIST_DIR, json!({ "id": id, "path": remote }))
+        .await?;
     for e in listing.entries {
         let target = local.join(&e.name);
         match e.kind {

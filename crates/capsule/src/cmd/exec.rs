@@ -35,14 +35,19 @@ fn print_result(r: &ExecResult, json: bool) -> ExitCode {
         eprintln!("capsule: output was cut at the server's limit");
     }
     if r.timed_out {
-        eprintln!("capsule: the command timed out after {} ms and was killed", r.duration_ms);
+        eprintln!(
+            "capsule: the command timed out after {} ms and was killed",
+            r.duration_ms
+        );
     }
     exit_code(r)
 }
 
 fn read_stdin() -> anyhow::Result<String> {
     let mut input = Vec::new();
-    std::io::stdin().read_to_end(&mut input).context("reading standard input")?;
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .context("reading standard input")?;
     String::from_utf8(input).map_err(|_| anyhow!("standard input is not UTF-8 text"))
 }
 

@@ -56,8 +56,12 @@ fn report(e: &anyhow::Error, json: bool) {
     });
     if json {
         let value = match api {
-            Some(api) => serde_json::json!({ "error": { "kind": api.kind.as_str(), "message": api.message } }),
-            None => serde_json::json!({ "error": { "kind": "client", "message": format!("{e:#}") } }),
+            Some(api) => {
+                serde_json::json!({ "error": { "kind": api.kind.as_str(), "message": api.message } })
+            }
+            None => {
+                serde_json::json!({ "error": { "kind": "client", "message": format!("{e:#}") } })
+            }
         };
         eprintln!("{value}");
     } else {
@@ -67,5 +71,8 @@ fn report(e: &anyhow::Error, json: bool) {
 
 /// Prints a value as JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("values serialize"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("values serialize")
+    );
 }

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 use capsule_api::sandbox::{
-    CreateResult, DeleteResult, ListDirResult, ListResult, SandboxInfo, SetTimeoutResult, TemplatesResult, methods,
+    CreateResult, DeleteResult, ListDirResult, ListResult, SandboxInfo, SetTimeoutResult,
+    TemplatesResult, methods,
 };
 use serde_json::json;
 
@@ -35,7 +36,10 @@ pub async fn create(client: &Client, a: CreateArgs, json: bool) -> anyhow::Resul
         print_json(&created);
     } else {
         println!("{}", created.id);
-        eprintln!("created a {} sandbox; it expires at {}", created.template, created.expires_at);
+        eprintln!(
+            "created a {} sandbox; it expires at {}",
+            created.template, created.expires_at
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -62,14 +66,20 @@ fn sandbox_rows(list: &[SandboxInfo]) -> Vec<Vec<String>> {
 /// Splits `ID:PATH` into its parts.
 pub fn split_remote(target: &str) -> Option<(&str, &str)> {
     let (id, path) = target.split_once(':')?;
-    (id.len() == 8 && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())).then_some((id, path))
+    (id.len() == 8
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+    .then_some((id, path))
 }
 
 pub async fn ls(client: &Client, a: LsArgs, json: bool) -> anyhow::Result<ExitCode> {
     if let Some(target) = &a.target {
         let (id, path) = split_remote(target).unwrap_or((target.as_str(), ""));
         let path = if path.is_empty() { "/workspace" } else { path };
-        let listing: ListDirResult = client.call(methods::LIST_DIR, json!({ "id": id, "path": path })).await?;
+        let listing: ListDirResult = client
+            .call(methods::LIST_DIR, json!({ "id": id, "path": path }))
+            .await?;
         if json {
             print_json(&listing);
         } else {
@@ -116,7 +126,10 @@ pub async fn rm(client: &Client, a: RmArgs, json: bool) -> anyhow::Result<ExitCo
     let mut failed = false;
     let mut results = Vec::new();
     for id in &a.ids {
-        match client.call::<DeleteResult>(methods::DELETE, json!({ "id": id })).await {
+        match client
+            .call::<DeleteResult>(methods::DELETE, json!({ "id": id }))
+            .await
+        {
             Ok(_) => {
                 results.push(json!({ "id": id, "deleted": true }));
                 if !json {
@@ -135,7 +148,11 @@ pub async fn rm(client: &Client, a: RmArgs, json: bool) -> anyhow::Result<ExitCo
     if json {
         print_json(&results);
     }
-    Ok(if failed { ExitCode::from(super::EXIT_FAILURE) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(super::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub async fn inspect(client: &Client, a: IdArg, json: bool) -> anyhow::Result<ExitCode> {
@@ -162,7 +179,9 @@ pub async fn inspect(client: &Client, a: IdArg, json: bool) -> anyhow::Result<Ex
 
 pub async fn timeout(client: &Client, a: TimeoutArgs, json: bool) -> anyhow::Result<ExitCode> {
     let ttl = parse_duration_ms(&a.ttl).map_err(|e| anyhow!(e))?;
-    let r: SetTimeoutResult = client.call(methods::SET_TIMEOUT, json!({ "id": a.id, "ttl_ms": ttl })).await?;
+    let r: SetTimeoutResult = client
+        .call(methods::SET_TIMEOUT, json!({ "id": a.id, "ttl_ms": ttl }))
+        .await?;
     if json {
         print_json(&r);
     } else {
@@ -182,7 +201,11 @@ pub async fn templates(client: &Client, json: bool) -> anyhow::Result<ExitCode> 
             .map(|t| {
                 vec![
                     t.name.clone(),
-                    if t.available { "yes".into() } else { "no".into() },
+                    if t.available {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
                     t.run.join(" "),
                     match &t.reason {
                         Some(why) => format!("unavailable: {why}"),
@@ -202,7 +225,10 @@ mod tests {
 
     #[test]
     fn remote_targets() {
-        assert_eq!(split_remote("abc12345:/workspace/a"), Some(("abc12345", "/workspace/a")));
+        assert_eq!(
+            split_remote("abc12345:/workspace/a"),
+            Some(("abc12345", "/workspace/a"))
+        );
         assert_eq!(split_remote("abc12345:"), Some(("abc12345", "")));
         assert_eq!(split_remote("./local:file"), None);
         assert_eq!(split_remote("C:/windows"), None);

@@ -23,14 +23,18 @@ fn default_state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("capsule");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".local/state/capsule")
 }
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAPSULE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -47,7 +51,10 @@ fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    match rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+    match rustix::fs::flock(
+        file.as_fd(),
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    ) {
         Ok(()) => Ok(file),
         Err(rustix::io::Errno::WOULDBLOCK) => bail!(
             "another capsule server already uses {}; stop it or pass a different --state-dir",
@@ -76,7 +83,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
-    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let _lock = lock_state_dir(&state_dir)?;
     // Sandbox inits are re-parented to the server so it can reap them.
     if let Err(e) = capsule_sys::process::set_child_subreaper() {
@@ -106,7 +114,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         ..EngineConfig::default()
     };
     if config.default_ttl_ms > config.max_ttl_ms {
-        bail!("--default-ttl-ms {} is above --max-ttl-ms {}", config.default_ttl_ms, config.max_ttl_ms);
+        bail!(
+            "--default-ttl-ms {} is above --max-ttl-ms {}",
+            config.default_ttl_ms,
+            config.max_ttl_ms
+        );
     }
     let engine = Engine::start(config, store, runtime)
         .await
@@ -131,7 +143,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     if is_loopback(&a.listen) {
         tracing::info!("no API keys are configured: the server is open to local clients only");
     } else {
-        tracing::warn!("serving on {} without authentication (--allow-remote)", a.listen);
+        tracing::warn!(
+            "serving on {} without authentication (--allow-remote)",
+            a.listen
+        );
     }
     let router = app(engine.clone(), ServerConfig::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -142,7 +157,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     shutdown_signal().await;
     tracing::info!("shutting down; sandboxes keep running and are re-attached at the next start");
     let _ = stop_tx.send(());
-    if tokio::time::timeout(Duration::from_secs(10), server).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still running after 10s were cut off");
     }
     engine.detach_all();

@@ -51,7 +51,11 @@ fn window_size() -> (u16, u16) {
 }
 
 fn resize_message(cols: u16, rows: u16) -> Message {
-    Message::Binary(serde_json::to_vec(&serde_json::json!({"type": "resize", "cols": cols, "rows": rows})).expect("json").into())
+    Message::Binary(
+        serde_json::to_vec(&serde_json::json!({"type": "resize", "cols": cols, "rows": rows}))
+            .expect("json")
+            .into(),
+    )
 }
 
 pub async fn run(client: &Client, a: ShellArgs) -> anyhow::Result<ExitCode> {
@@ -60,14 +64,21 @@ pub async fn run(client: &Client, a: ShellArgs) -> anyhow::Result<ExitCode> {
     let (ws, _) = match tokio_tungstenite::connect_async(&url).await {
         Ok(ok) => ok,
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            let body = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
             let message = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
                 .unwrap_or(body);
             return Err(anyhow!("cannot open a terminal in {}: {message}", a.id));
         }
-        Err(e) => return Err(anyhow!(e)).with_context(|| format!("cannot reach {}", client.base())),
+        Err(e) => {
+            return Err(anyhow!(e)).with_context(|| format!("cannot reach {}", client.base()));
+        }
     };
     let (mut tx, mut rx) = ws.split();
     let raw = RawMode::enter();
