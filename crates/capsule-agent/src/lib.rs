@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
 use process::Processes;
-pub use process::{CgroupKind, SpawnDefaults};
+pub use process::SpawnDefaults;
 use users::{Identity, Users};
 
 /// How the agent is set up by whoever starts it.
@@ -44,12 +44,6 @@ pub struct AgentConfig {
     pub keepalive: Duration,
     /// True when the agent is PID 1 of its sandbox.
     pub is_init: bool,
-}
-
-/// The sandbox's cgroup directory, for per-process-tree cgroups.
-pub struct CgroupDir {
-    pub dir: OwnedFd,
-    pub kind: CgroupKind,
 }
 
 impl Default for AgentConfig {
@@ -88,7 +82,7 @@ impl Agent {
 ///
 /// Call this on a process with a single thread; the agent starts its own
 /// runtime.
-pub fn run(config: AgentConfig, listener: OwnedFd, cgroup: Option<CgroupDir>) -> ! {
+pub fn run(config: AgentConfig, listener: OwnedFd) -> ! {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(32)
@@ -102,7 +96,7 @@ pub fn run(config: AgentConfig, listener: OwnedFd, cgroup: Option<CgroupDir>) ->
         }
     };
     let code = runtime.block_on(async move {
-        match serve(config, listener, cgroup).await {
+        match serve(config, listener).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("capsule-agent: {e}");
@@ -113,11 +107,7 @@ pub fn run(config: AgentConfig, listener: OwnedFd, cgroup: Option<CgroupDir>) ->
     std::process::exit(code)
 }
 
-async fn serve(
-    config: AgentConfig,
-    listener: OwnedFd,
-    cgroup: Option<CgroupDir>,
-) -> std::io::Result<()> {
+async fn serve(config: AgentConfig, listener: OwnedFd) -> std::io::Result<()> {
     let std_listener = std::os::unix::net::UnixListener::from(listener);
     std_listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(std_listener)?;
@@ -130,7 +120,6 @@ async fn serve(
             SpawnDefaults {
                 env: config.env.clone(),
             },
-            cgroup.map(|c| process::ExecCgroups::new(c.dir, c.kind)),
         ),
         users: Users::new("/etc/passwd", config.single_id),
         watchers: watch::Watchers::default(),

@@ -50,5 +50,5 @@ fn main() {
         "PATH".into(),
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
     );
-    capsule_agent::run(config, listener, None)
+    capsule_agent::run(config, listener)
 }

@@ -151,10 +151,10 @@ async fn missing_programs_and_bad_directories_are_clear_errors() {
 async fn deadline_kills_the_whole_tree_and_keeps_partial_output() {
     let agent = start_agent().await;
     let marker = agent.dir.path().join("survivor");
-    // An orphaned grandchild tries to outlive the deadline. (Escapes by
-    // setsid are caught by the per-tree cgroup, tested with real sandboxes.)
+    // A grandchild in a session of its own, orphaned by a double fork,
+    // tries to outlive the deadline.
     let script = format!(
-        "echo started; (sh -c 'sleep 2; touch {}' &); sleep 30",
+        "echo started; (setsid sh -c 'sleep 2; touch {}' &); sleep 30",
         marker.display()
     );
     let opts = CallOptions {

@@ -664,10 +664,12 @@ impl Engine {
         Duration::from_millis(wait as u64)
     }
 
-    /// Stops every sandbox's supervision without stopping the sandboxes
-    /// (they keep running; a restarted server re-attaches).
-    pub fn detach_all(&self) {
+    /// Stops supervising sandboxes without stopping them (they keep
+    /// running; a restarted server re-attaches) and lets the backend release
+    /// what it holds for itself.
+    pub async fn shutdown(&self) {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.runtime.shutdown().await;
     }
 
     /// How many sandboxes run now.

@@ -147,6 +147,10 @@ pub trait Runtime: Send + Sync {
         })
     }
 
+    /// Releases what the backend holds for itself (not the sandboxes, which
+    /// keep running) before the server exits.
+    async fn shutdown(&self) {}
+
     async fn pause(&self, _id: SandboxId) -> Result<()> {
         Err(RuntimeError::Unsupported {
             operation: "pause",

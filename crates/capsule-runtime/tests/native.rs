@@ -76,6 +76,7 @@ async fn run() {
         uid_base: 1_500_000_000,
         cgroups: true,
         tmp_bytes: 64 << 20,
+        ready_launchers: 1,
     })
     .expect("runtime");
     for w in rt.warnings() {

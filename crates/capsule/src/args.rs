@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// First host uid/gid of the range sandbox ids map to (as root).
     #[arg(long, env = "CAPSULE_UID_BASE", default_value_t = 1_500_000_000)]
     pub uid_base: u32,
+    /// Sandbox launchers kept ready in their cgroups, so creates skip the
+    /// slow part of joining a cgroup (0 turns this off).
+    #[arg(long, default_value_t = 2)]
+    pub ready_launchers: usize,
     /// Do not use cgroups (no memory, CPU or process limits).
     #[arg(long)]
     pub no_cgroups: bool,

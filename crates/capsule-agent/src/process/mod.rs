@@ -2,7 +2,6 @@
 //! fanning their output out to every connected stream, input, signals,
 //! resizing, and ending them on a deadline.
 
-mod cgroup;
 mod pty;
 mod spawn;
 pub mod tree;
@@ -24,8 +23,6 @@ use tokio::time::Instant;
 
 use crate::init::{Reaper, end_fields};
 use crate::users::Identity;
-use cgroup::ExecCgroup;
-pub use cgroup::{CgroupKind, ExecCgroups};
 pub use spawn::SpawnDefaults;
 
 /// How many events a slow stream may fall behind before the process waits for it.
@@ -43,7 +40,6 @@ pub struct Proc {
     stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
     subscribers: Mutex<Subscribers>,
     timed_out: AtomicBool,
-    cgroup: Mutex<Option<ExecCgroup>>,
 }
 
 #[derive(Default)]
@@ -172,36 +168,21 @@ pub struct Processes {
     table: Mutex<HashMap<u32, Arc<Proc>>>,
     reaper: Arc<Reaper>,
     defaults: SpawnDefaults,
-    cgroups: Option<Arc<ExecCgroups>>,
 }
 
 impl Processes {
-    pub fn new(
-        reaper: Arc<Reaper>,
-        defaults: SpawnDefaults,
-        cgroups: Option<ExecCgroups>,
-    ) -> Arc<Self> {
+    pub fn new(reaper: Arc<Reaper>, defaults: SpawnDefaults) -> Arc<Self> {
         Arc::new(Self {
             table: Mutex::new(HashMap::new()),
             reaper,
             defaults,
-            cgroups: cgroups.map(Arc::new),
         })
     }
 
     /// Kills `proc` and every process its tree started, wherever they went.
     async fn kill_tree(&self, proc: &Arc<Proc>) {
         let pid = proc.pid as i32;
-        let cgroups = self.cgroups.clone();
-        let proc = proc.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let cg = proc.cgroup.lock().unwrap_or_else(|p| p.into_inner());
-            match (cgroups.as_deref(), cg.as_ref()) {
-                (Some(cgroups), Some(cg)) => cgroups.kill_all(cg),
-                _ => tree::signal_tree(pid, libc::SIGKILL),
-            }
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || tree::kill_tree(pid)).await;
     }
 
     /// Starts a process as `id`. With a `deadline`, the process and
@@ -220,17 +201,7 @@ impl Processes {
                 format!("a process tagged {tag:?} is already running"),
             ));
         }
-        let cgroup = self.cgroups.as_ref().and_then(|c| match c.create() {
-            Ok(cg) => Some(cg),
-            Err(e) => {
-                tracing::warn!("no cgroup for the new process tree: {e}");
-                None
-            }
-        });
-        let procs_fd = cgroup
-            .as_ref()
-            .map(|c| std::os::fd::AsRawFd::as_raw_fd(&c.procs));
-        let spawned = spawn::spawn(&req, id, &self.defaults, procs_fd)?;
+        let spawned = spawn::spawn(&req, id, &self.defaults)?;
         // Register before the next await so the reaper cannot miss the exit.
         let exit = self.reaper.register(spawned.pid as i32);
         let proc = Arc::new(Proc {
@@ -241,7 +212,6 @@ impl Processes {
             stdin: tokio::sync::Mutex::new(spawned.stdin),
             subscribers: Mutex::new(Subscribers::default()),
             timed_out: AtomicBool::new(false),
-            cgroup: Mutex::new(cgroup),
         });
         let rx = proc.subscribe();
         self.table
@@ -257,14 +227,6 @@ impl Processes {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&pumped.pid);
-            let cg = pumped
-                .cgroup
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let (Some(cgroups), Some(cg)) = (&table.cgroups, cg) {
-                cgroups.release(cg);
-            }
         });
         if let Some(deadline) = deadline {
             let watched = Arc::downgrade(&proc);
@@ -342,9 +304,7 @@ impl Processes {
         match signal {
             Signal::Sigkill => self.kill_tree(&proc).await,
             Signal::Sigterm => {
-                // The process leads its own group: its pipeline gets it too.
-                let _ = capsule_sys::process::kill(-pid, libc::SIGTERM)
-                    .or_else(|_| capsule_sys::process::kill(pid, libc::SIGTERM));
+                let _ = tokio::task::spawn_blocking(move || tree::terminate(pid)).await;
             }
             Signal::Unspecified => {
                 return Err(ConnectError::invalid_argument("signal is unspecified"));

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -95,7 +95,6 @@ pub(super) fn spawn(
     req: &StartRequest,
     id: &Identity,
     defaults: &SpawnDefaults,
-    cgroup_procs: Option<RawFd>,
 ) -> Result<Spawned, ConnectError> {
     validate(req)?;
     let p = &req.process;
@@ -139,22 +138,37 @@ pub(super) fn spawn(
             cmd.stdin(Stdio::null());
         }
     }
-    // SAFETY: the closure runs in the child between fork and exec and makes
-    // only async-signal-safe system calls on values prepared before the fork.
-    // Joining the process cgroup happens while still root, because cgroup
-    // permission checks use the credentials of whoever opened the file.
+    // SAFETY: the closure runs in the child between fork and exec, in a copy
+    // of a multi-threaded process, so it makes only async-signal-safe system
+    // calls on values prepared before the fork. It turns the child into the
+    // process tree's shim (see `shim`) and lets the grandchild go on to exec.
     unsafe {
         cmd.pre_exec(move || {
-            if let Some(fd) = cgroup_procs {
-                // Best effort: without the cgroup, ending the tree falls back
-                // to a session scan.
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-            }
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }
             if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
                 return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            let child = libc::fork();
+            if child == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if child > 0 {
+                shim::run(child);
+            }
+            // The process itself: likelier than the agent to be picked by
+            // the out-of-memory killer, then the sandbox user's identity.
+            let adj = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if adj >= 0 {
+                libc::write(adj, b"500".as_ptr().cast(), 3);
+                libc::close(adj);
             }
             if let Some((uid, gid)) = switch_to {
                 if libc::setgroups(0, std::ptr::null()) == -1
@@ -204,6 +218,74 @@ pub(super) fn spawn(
         stdin: stdin_pipe,
         pty: pty_master,
     })
+}
+
+/// The shim: a small process between the agent and each started process.
+/// It is a child subreaper, so everything the process starts stays below it
+/// even after `setsid` or a double fork; ending the tree means ending the
+/// shim's descendants. It holds none of the process's descriptors, reaps
+/// orphans, and exits the way the process did.
+mod shim {
+    /// Runs in the forked child of a multi-threaded process: only
+    /// async-signal-safe calls.
+    pub(super) fn run(child: libc::pid_t) -> ! {
+        // SAFETY: every call below is async-signal-safe and touches only
+        // this process's own descriptors, signal dispositions and children.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::dup2(null, 1);
+                libc::dup2(null, 2);
+                if null > 2 {
+                    libc::close(null);
+                }
+            }
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            // Signals sent to the process group are meant for the process.
+            for sig in [
+                libc::SIGTERM,
+                libc::SIGINT,
+                libc::SIGHUP,
+                libc::SIGQUIT,
+                libc::SIGPIPE,
+                libc::SIGTSTP,
+                libc::SIGTTIN,
+                libc::SIGTTOU,
+            ] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+            libc::prctl(libc::PR_SET_NAME, c"capsule-shim".as_ptr());
+            loop {
+                let mut status = 0;
+                let reaped = libc::waitpid(-1, &mut status, 0);
+                if reaped == child {
+                    mirror(status);
+                }
+                if reaped == -1 && *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(127);
+                }
+            }
+        }
+    }
+
+    /// Ends the shim the same way its process ended.
+    unsafe fn mirror(status: libc::c_int) -> ! {
+        // SAFETY: async-signal-safe calls on this process only.
+        unsafe {
+            if libc::WIFSIGNALED(status) {
+                let sig = libc::WTERMSIG(status);
+                libc::signal(sig, libc::SIG_DFL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::kill(libc::getpid(), sig);
+                libc::_exit(128 + sig);
+            }
+            libc::_exit(libc::WEXITSTATUS(status))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,18 +1,18 @@
-//! Ending a process together with everything it started.
+//! Ending a process tree. Every process the agent starts sits below its own
+//! shim, a child subreaper, so the tree is exactly the shim's descendants,
+//! however they detached themselves.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::time::Duration;
 
 use capsule_sys::process::{kill, read_stat};
 
-/// The processes that belong to the tree of `root`: the ones in its session
-/// (every process the agent starts leads a session of its own), plus any
-/// descendant by parent link.
-pub fn members(proc_root: &Path, root: i32) -> BTreeSet<i32> {
-    let mut parents: HashMap<i32, i32> = HashMap::new();
-    let mut found = BTreeSet::new();
+/// Parent links of every process visible in `proc_root`.
+fn parents(proc_root: &Path) -> HashMap<i32, i32> {
+    let mut map = HashMap::new();
     let Ok(entries) = std::fs::read_dir(proc_root) else {
-        return found;
+        return map;
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -22,22 +22,23 @@ pub fn members(proc_root: &Path, root: i32) -> BTreeSet<i32> {
         else {
             continue;
         };
-        let Ok(stat) = read_stat(proc_root, pid) else {
-            continue;
-        };
-        if stat.state == 'Z' {
-            continue;
+        if let Ok(stat) = read_stat(proc_root, pid)
+            && stat.state != 'Z'
+        {
+            map.insert(pid, stat.ppid);
         }
-        if pid == root || stat.session == root || stat.pgrp == root {
-            found.insert(pid);
-        }
-        parents.insert(pid, stat.ppid);
     }
-    // Add descendants that left the session (setsid) but not the tree.
+    map
+}
+
+/// The living descendants of `root`.
+pub fn descendants(proc_root: &Path, root: i32) -> BTreeSet<i32> {
+    let parents = parents(proc_root);
+    let mut found = BTreeSet::new();
     loop {
         let before = found.len();
         for (&pid, &ppid) in &parents {
-            if found.contains(&ppid) {
+            if ppid == root || found.contains(&ppid) {
                 found.insert(pid);
             }
         }
@@ -45,26 +46,42 @@ pub fn members(proc_root: &Path, root: i32) -> BTreeSet<i32> {
             break;
         }
     }
-    found.remove(&1);
     found
 }
 
-/// Sends `signal` to the whole tree of `root`. With SIGKILL, repeats until
-/// nothing of the tree is left running (a fork racing the scan is caught on
-/// the next pass).
-pub fn signal_tree(root: i32, signal: i32) {
+/// Kills `root` (a shim) and all its descendants. Descendants are stopped
+/// first, so none can fork or be re-parented away while the tree is
+/// collected, then everything is killed.
+pub fn kill_tree(root: i32) {
     let proc_root = Path::new("/proc");
-    for _ in 0..20 {
-        let pids = members(proc_root, root);
-        if pids.is_empty() {
-            return;
+    let mut seen = BTreeSet::new();
+    for _ in 0..50 {
+        let now = descendants(proc_root, root);
+        let fresh: Vec<i32> = now.difference(&seen).copied().collect();
+        if fresh.is_empty() {
+            break;
         }
-        for pid in &pids {
-            let _ = kill(*pid, signal);
+        for pid in &fresh {
+            let _ = kill(*pid, libc::SIGSTOP);
         }
-        if signal != libc::SIGKILL {
-            return;
+        seen.extend(fresh);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for pid in &seen {
+        let _ = kill(*pid, libc::SIGKILL);
+    }
+    let _ = kill(root, libc::SIGKILL);
+}
+
+/// Asks the tree of `root` (a shim) to terminate: SIGTERM to its process
+/// group and to its direct children (which may have moved to groups of
+/// their own, as shells with job control do).
+pub fn terminate(root: i32) {
+    let _ = kill(-root, libc::SIGTERM);
+    let parents = parents(Path::new("/proc"));
+    for (&pid, &ppid) in &parents {
+        if ppid == root {
+            let _ = kill(pid, libc::SIGTERM);
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }

@@ -25,7 +25,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-use capsule_agent::{AgentConfig, CgroupDir, CgroupKind};
+use capsule_agent::AgentConfig;
 use capsule_sys::error::chain;
 use capsule_sys::mount::{self, Attr, FsOption, OverlayLayers};
 use capsule_sys::process::{Forked, ProcessRef, exit_immediately, fork_single_threaded};
@@ -34,13 +34,12 @@ use capsule_sys::{SysError, caps, landlock, net, process, rlimit, seccomp, usern
 use rustix::fs::{Mode, OFlags};
 use rustix::pipe::{PipeFlags, pipe_with};
 
-use super::spec::{AgentCgroupKind, InitAnswer, InitSpec, RemoveSpec};
+use super::spec::{InitAnswer, InitSpec, RemoveSpec};
 
 /// Host descriptors the sandbox is built from.
 struct HostFds {
     listener: OwnedFd,
     log: OwnedFd,
-    agent_cgroup: Option<(OwnedFd, AgentCgroupKind)>,
 }
 
 fn open_host(spec: &InitSpec) -> Result<HostFds, String> {
@@ -52,22 +51,9 @@ fn open_host(spec: &InitSpec) -> Result<HostFds, String> {
         .append(true)
         .open(&spec.log)
         .map_err(|e| format!("open {}: {e}", spec.log.display()))?;
-    let agent_cgroup = match &spec.agent_cgroup {
-        Some((path, kind)) => Some((
-            rustix::fs::open(
-                path,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| format!("open {}: {e}", path.display()))?,
-            *kind,
-        )),
-        None => None,
-    };
     Ok(HostFds {
         listener: listener.into(),
         log: log.into(),
-        agent_cgroup,
     })
 }
 
@@ -141,12 +127,6 @@ pub fn launcher_main() -> ! {
     let spec: InitSpec = read_stdin_json().unwrap_or_else(|e| fail(e));
     if let Err(e) = process::setsid() {
         fail(chain(&e));
-    }
-    let me = std::process::id().to_string();
-    for procs in &spec.cgroup_procs {
-        if let Err(e) = fs::write(procs, &me) {
-            fail(format!("joining cgroup {}: {e}", procs.display()));
-        }
     }
     let fds = open_host(&spec).unwrap_or_else(|e| fail(e));
     let (unshared_r, unshared_w) = pipe();
@@ -267,19 +247,14 @@ fn sandbox_init(spec: &InitSpec, fds: HostFds, status_w: OwnedFd) -> ! {
             exit_immediately(1);
         }
     }
-    let HostFds {
-        listener,
-        log,
-        agent_cgroup,
-        ..
-    } = fds;
-    // Only the listener, the log, the cgroup directory and the status pipe
-    // survive; stdin and stdout become /dev/null, stderr the log.
+    let HostFds { listener, log } = fds;
+    // Only the listener, the log and the status pipe survive; stdin and
+    // stdout become /dev/null, stderr the log.
     if let Err(e) = redirect_stdio(&log) {
         let _ = rustix::io::write(&status_w, format!("E:{e}").as_bytes());
         exit_immediately(1);
     }
-    let mut keep = vec![
+    let keep = [
         0,
         1,
         2,
@@ -287,9 +262,6 @@ fn sandbox_init(spec: &InitSpec, fds: HostFds, status_w: OwnedFd) -> ! {
         log.as_raw_fd(),
         status_w.as_raw_fd(),
     ];
-    if let Some((fd, _)) = &agent_cgroup {
-        keep.push(fd.as_raw_fd());
-    }
     if let Err(e) = process::close_fds_except(&keep) {
         let _ = rustix::io::write(&status_w, format!("E:{}", chain(&e)).as_bytes());
         exit_immediately(1);
@@ -304,15 +276,7 @@ fn sandbox_init(spec: &InitSpec, fds: HostFds, status_w: OwnedFd) -> ! {
         is_init: true,
         ..AgentConfig::default()
     };
-    let cgroup = agent_cgroup.map(|(dir, kind)| CgroupDir {
-        dir,
-        kind: match kind {
-            AgentCgroupKind::Unified => CgroupKind::Unified,
-            AgentCgroupKind::V1Freezer => CgroupKind::V1Freezer,
-            AgentCgroupKind::V1 => CgroupKind::V1,
-        },
-    });
-    capsule_agent::run(config, listener, cgroup)
+    capsule_agent::run(config, listener)
 }
 
 fn redirect_stdio(log: &OwnedFd) -> Result<(), String> {

@@ -7,6 +7,7 @@
 
 pub mod init;
 pub mod layer;
+mod slots;
 pub mod spec;
 
 use std::collections::BTreeSet;
@@ -16,12 +17,13 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use capsule_api::SandboxId;
 use capsule_protocol::client::AgentClient;
-use capsule_sys::cgroup::{Cgroups, Limits, Version};
+use capsule_sys::cgroup::{Cgroups, Limits};
 use capsule_sys::error::chain;
 use capsule_sys::process::{ExitStatus, PidFd, ProcessRef};
 use capsule_sys::rlimit::SandboxRlimits;
@@ -30,7 +32,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use self::layer::{HostLayout, Ownership};
-use self::spec::{AgentCgroupKind, AgentSettings, InitAnswer, InitSpec, OwnedDir, RemoveSpec};
+use self::spec::{AgentSettings, InitAnswer, InitSpec, OwnedDir, RemoveSpec};
 use crate::{
     Attached, ExitReason, Result, Runtime, RuntimeError, SandboxSpec, TemplateSpec, Usage,
 };
@@ -65,6 +67,8 @@ pub struct NativeOptions {
     /// The largest `/tmp` a sandbox gets (it is memory-backed, so it is
     /// never larger than the sandbox's memory limit either).
     pub tmp_bytes: u64,
+    /// Launchers kept ready in their cgroups (see `slots`).
+    pub ready_launchers: usize,
 }
 
 /// The native Linux-namespaces backend.
@@ -75,6 +79,7 @@ pub struct NativeRuntime {
     layer: PathBuf,
     layout: HostLayout,
     warnings: Vec<String>,
+    pool: Arc<slots::Pool>,
 }
 
 fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
@@ -117,8 +122,9 @@ fn instance_id(dir: &Path) -> Result<String> {
 }
 
 impl NativeRuntime {
-    /// Prepares the backend: id mapping, cgroups, the base layer.
-    pub fn new(opts: NativeOptions) -> Result<Self> {
+    /// Prepares the backend: id mapping, cgroups, the base layer. Call
+    /// inside a Tokio runtime: the launcher pool refills in the background.
+    pub fn new(opts: NativeOptions) -> Result<Arc<Self>> {
         let mut warnings = Vec::new();
         let euid = rustix::process::geteuid().as_raw();
         let egid = rustix::process::getegid().as_raw();
@@ -212,14 +218,50 @@ impl NativeRuntime {
             }
         }
         layer::collect_garbage(&layers_dir, &in_use);
-        Ok(Self {
+        let pool = slots::Pool::new(opts.ready_launchers);
+        let runtime = Arc::new(Self {
             opts,
             mapping,
             cgroups,
             layer,
             layout,
             warnings,
-        })
+            pool,
+        });
+        runtime.sweep_cgroups();
+        runtime
+            .pool
+            .spawn_refill(runtime.opts.launcher.clone(), runtime.cgroups.clone());
+        Ok(runtime)
+    }
+
+    /// The cgroups sandboxes and ready launchers use.
+    fn cgroups_in_use(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = self.pool.cgroup_names().into_iter().collect();
+        if let Ok(entries) = fs::read_dir(self.opts.dir.join("sandboxes")) {
+            for e in entries.flatten() {
+                if let Ok(name) = fs::read_to_string(e.path().join("cgroup")) {
+                    names.insert(name.trim().to_owned());
+                }
+            }
+        }
+        names
+    }
+
+    /// Removes cgroups that no sandbox or ready launcher owns (left by a
+    /// crash, or by launchers of a server that was killed).
+    fn sweep_cgroups(&self) {
+        let Some(cgroups) = &self.cgroups else { return };
+        let in_use = self.cgroups_in_use();
+        for name in cgroups.existing() {
+            if !in_use.contains(&name) {
+                let cg = cgroups.open(&name);
+                let _ = cg.kill_all();
+                if let Err(e) = cg.remove() {
+                    tracing::warn!("removing the stale cgroup {name}: {}", chain(&e));
+                }
+            }
+        }
     }
 
     fn sandbox_dir(&self, id: SandboxId) -> PathBuf {
@@ -269,44 +311,11 @@ impl NativeRuntime {
         Ok(())
     }
 
-    /// Which cgroup directory the agent gets for per-process-tree cgroups.
-    fn agent_cgroup(&self, id: SandboxId) -> Option<(PathBuf, AgentCgroupKind)> {
-        let cg = self.cgroups.as_ref()?;
-        let sandbox = cg.open(id.as_str());
-        match cg.version {
-            Version::V2 => sandbox
-                .dirs()
-                .next()
-                .map(|d| (d.to_path_buf(), AgentCgroupKind::Unified)),
-            Version::V1 => {
-                let pick = |ctrl: &str| {
-                    cg.hierarchies
-                        .iter()
-                        .position(|h| h.controllers.contains(ctrl))
-                        .and_then(|i| sandbox.dirs().nth(i).map(Path::to_path_buf))
-                };
-                pick("freezer")
-                    .map(|d| (d, AgentCgroupKind::V1Freezer))
-                    .or_else(|| pick("pids").map(|d| (d, AgentCgroupKind::V1)))
-            }
-        }
-    }
-
-    async fn launch(&self, spec: &InitSpec) -> std::result::Result<(i32, u64), String> {
-        let mut child = tokio::process::Command::new(&self.opts.launcher)
-            .arg(init::LAUNCHER_ARG)
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "starting the launcher {}: {e}",
-                    self.opts.launcher.display()
-                )
-            })?;
+    async fn launch(
+        &self,
+        spec: &InitSpec,
+        mut child: tokio::process::Child,
+    ) -> std::result::Result<(i32, u64), String> {
         let json = serde_json::to_vec(spec).expect("specs serialize");
         let mut stdin = child.stdin.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
@@ -444,6 +453,13 @@ impl NativeRuntime {
         }
     }
 
+    /// The cgroup a sandbox lives in, as recorded in its directory.
+    fn cgroup_name(&self, id: SandboxId) -> Option<String> {
+        let name = fs::read_to_string(self.sandbox_dir(id).join("cgroup")).ok()?;
+        let name = name.trim();
+        (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
+    }
+
     fn read_pid_file(&self, id: SandboxId) -> Option<ProcessRef> {
         let text = fs::read(self.sandbox_dir(id).join("init.pid")).ok()?;
         serde_json::from_slice(&text).ok()
@@ -563,8 +579,8 @@ impl Runtime for NativeRuntime {
             }
             let _ = pidfd.try_reap();
         }
-        if let Some(cgroups) = &self.cgroups {
-            let cg = cgroups.open(id.as_str());
+        if let (Some(cgroups), Some(name)) = (&self.cgroups, self.cgroup_name(id)) {
+            let cg = cgroups.open(&name);
             if cg.exists() {
                 let cg2 = cg.clone();
                 tokio::task::spawn_blocking(move || {
@@ -588,20 +604,26 @@ impl Runtime for NativeRuntime {
                     .filter_map(|e| e.file_name().to_str()?.parse::<SandboxId>().ok()),
             );
         }
-        if let Some(cg) = &self.cgroups {
-            ids.extend(
-                cg.existing()
-                    .into_iter()
-                    .filter_map(|n| n.parse::<SandboxId>().ok()),
-            );
-        }
+        // Cgroups of no sandbox (launchers of a crashed server) go at once.
+        self.sweep_cgroups();
         ids.into_iter().collect()
+    }
+
+    async fn shutdown(&self) {
+        self.pool.drain().await;
+        // With no sandbox left, nothing of this server stays in the cgroup tree.
+        let no_sandboxes =
+            fs::read_dir(self.opts.dir.join("sandboxes")).map_or(true, |mut d| d.next().is_none());
+        if no_sandboxes && let Some(cgroups) = &self.cgroups {
+            self.sweep_cgroups();
+            cgroups.remove_parents();
+        }
     }
 
     async fn usage(&self, id: SandboxId) -> Result<Usage> {
         let mut usage = Usage::default();
-        if let Some(cg) = &self.cgroups {
-            let stats = cg.open(id.as_str()).stats();
+        if let (Some(cg), Some(name)) = (&self.cgroups, self.cgroup_name(id)) {
+            let stats = cg.open(&name).stats();
             usage.cpu_ns = stats.cpu_usage_ns;
             usage.memory_bytes = stats.memory_bytes;
             usage.memory_peak_bytes = stats.memory_peak_bytes;
@@ -640,8 +662,17 @@ impl NativeRuntime {
         }
 
         let memory_bytes = spec.memory_mb.saturating_mul(1 << 20);
-        let mut cgroup_procs = Vec::new();
-        if let Some(cgroups) = &self.cgroups {
+        let slot = match self.pool.take() {
+            Some(slot) => slot,
+            None => slots::prepare(&self.opts.launcher, self.cgroups.as_ref())
+                .await
+                .map_err(|reason| RuntimeError::StartFailed { id, reason })?,
+        };
+        if let Some(name) = &slot.cgroup_name {
+            // Recorded first, so a failure below still cleans the cgroup up.
+            fs::write(dir.join("cgroup"), name).map_err(io_ctx("recording the cgroup"))?;
+        }
+        if let Some(cg) = &slot.cgroup {
             let period = 100_000u64;
             let limits = Limits {
                 memory_bytes: Some(memory_bytes),
@@ -649,24 +680,9 @@ impl NativeRuntime {
                 cpu_period_us: period,
                 pids_max: Some(spec.pids),
             };
-            let cg = cgroups
-                .create(id.as_str(), &limits)
-                .map_err(|e| RuntimeError::sys(format!("creating the cgroup of {id}"), e))?;
-            cgroup_procs = cg.procs_files();
+            cg.apply_limits(&limits)
+                .map_err(|e| RuntimeError::sys(format!("setting the limits of {id}"), e))?;
         }
-        let agent_cgroup = self.agent_cgroup(id);
-        if let Some((cg_dir, _)) = &agent_cgroup {
-            // Sandbox root may create per-process-tree cgroups below its own
-            // (it cannot see cgroupfs, only the agent holds this directory).
-            self.chown_to_root(cg_dir)?;
-            for f in ["cgroup.procs", "tasks"] {
-                let p = cg_dir.join(f);
-                if p.exists() {
-                    self.chown_to_root(&p)?;
-                }
-            }
-        }
-
         let (user_uid, user_gid) = self.user_ids();
         let tmp_size = self.opts.tmp_bytes.min(memory_bytes.max(16 << 20));
         let init_spec = InitSpec {
@@ -680,8 +696,6 @@ impl NativeRuntime {
             socket: socket.clone(),
             log: dir.join("agent.log"),
             pid_file: dir.join("init.pid"),
-            cgroup_procs,
-            agent_cgroup,
             binds: self
                 .layout
                 .binds
@@ -714,18 +728,22 @@ impl NativeRuntime {
                 single_id: !self.mapping.maps_uid(SANDBOX_USER_ID),
             },
         };
-        let (pid, start_time) = self.launch(&init_spec).await.map_err(|reason| {
-            let reason = if reason.contains("unshare") && self.mapping.method != MapMethod::Direct {
-                format!(
-                    "{reason}; unprivileged user namespaces may be disabled on this host \
+        let (pid, start_time) = self
+            .launch(&init_spec, slot.launcher)
+            .await
+            .map_err(|reason| {
+                let reason =
+                    if reason.contains("unshare") && self.mapping.method != MapMethod::Direct {
+                        format!(
+                            "{reason}; unprivileged user namespaces may be disabled on this host \
                      (sysctl kernel.unprivileged_userns_clone, or AppArmor's \
                      kernel.apparmor_restrict_unprivileged_userns)"
-                )
-            } else {
-                reason
-            };
-            RuntimeError::StartFailed { id, reason }
-        })?;
+                        )
+                    } else {
+                        reason
+                    };
+                RuntimeError::StartFailed { id, reason }
+            })?;
         let pidfd = ProcessRef { pid, start_time }
             .open()
             .map_err(|e| RuntimeError::sys("opening the sandbox init", e))?

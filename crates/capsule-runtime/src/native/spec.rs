@@ -7,15 +7,6 @@ use capsule_sys::rlimit::SandboxRlimits;
 use capsule_sys::userns::IdMapping;
 use serde::{Deserialize, Serialize};
 
-/// The kind of cgroup directory handed to the agent for per-process-tree cgroups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentCgroupKind {
-    Unified,
-    V1Freezer,
-    V1,
-}
-
 /// A directory inside the sandbox that must belong to a given user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnedDir {
@@ -50,9 +41,6 @@ pub struct InitSpec {
     pub log: PathBuf,
     /// Where the launcher records the init's pid and start time.
     pub pid_file: PathBuf,
-    /// `cgroup.procs` files the sandbox joins before anything starts.
-    pub cgroup_procs: Vec<PathBuf>,
-    pub agent_cgroup: Option<(PathBuf, AgentCgroupKind)>,
     /// Host directories bound read-only at the same path.
     pub binds: Vec<PathBuf>,
     pub tmp_size_bytes: u64,

@@ -188,6 +188,14 @@ impl Cgroups {
         }
     }
 
+    /// Removes the (empty) parent directories; they are made again by
+    /// [`Cgroups::prepare`].
+    pub fn remove_parents(&self) {
+        for h in &self.hierarchies {
+            let _ = fs::remove_dir(&h.parent);
+        }
+    }
+
     /// Names of the sandbox cgroups that exist now (for orphan clean-up).
     pub fn existing(&self) -> BTreeSet<String> {
         let mut names = BTreeSet::new();

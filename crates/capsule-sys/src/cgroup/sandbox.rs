@@ -62,7 +62,8 @@ impl SandboxCgroup {
         Ok(())
     }
 
-    pub(super) fn apply_limits(&self, limits: &Limits) -> Result<()> {
+    /// Writes `limits` (fields left `None` are not touched).
+    pub fn apply_limits(&self, limits: &Limits) -> Result<()> {
         match self.version {
             Version::V1 => self.apply_v1(limits),
             Version::V2 => self.apply_v2(limits),

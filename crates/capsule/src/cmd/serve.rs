@@ -98,12 +98,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         uid_base: a.uid_base,
         cgroups: !a.no_cgroups,
         tmp_bytes: 1 << 30,
+        ready_launchers: a.ready_launchers,
     })
     .context("the native backend cannot start")?;
     for w in runtime.warnings() {
         tracing::warn!("{w}");
     }
-    let runtime: Arc<dyn Runtime> = Arc::new(runtime);
+    let runtime: Arc<dyn Runtime> = runtime;
     let config = EngineConfig {
         default_ttl_ms: a.default_ttl_ms,
         max_ttl_ms: a.max_ttl_ms,
@@ -163,6 +164,6 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     {
         tracing::warn!("requests still running after 10s were cut off");
     }
-    engine.detach_all();
+    engine.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

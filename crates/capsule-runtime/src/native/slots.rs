@@ -1,0 +1,167 @@
+//! Launchers made ready ahead of time.
+//!
+//! Moving a process into a cgroup costs an RCU grace period on many kernels
+//! (the cgroup threadgroup lock; 10-20 ms on a small VM), the single largest
+//! part of starting a sandbox. A slot is a launcher process already placed
+//! in a fresh cgroup of its own, waiting for its spec on stdin; taking one
+//! leaves only the real work on the create path. The pool refills in the
+//! background.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, Weak};
+
+use capsule_sys::cgroup::{Cgroups, Limits, SandboxCgroup};
+use capsule_sys::error::chain;
+use tokio::sync::Notify;
+
+use super::init;
+
+/// A launcher waiting for its spec.
+pub struct Slot {
+    /// The name of its cgroup (also recorded in the sandbox directory).
+    pub cgroup_name: Option<String>,
+    pub cgroup: Option<SandboxCgroup>,
+    pub launcher: tokio::process::Child,
+}
+
+fn random_name() -> String {
+    let mut b = [0u8; 6];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("slot-{hex}")
+}
+
+/// Starts a launcher and moves it into a new cgroup.
+pub async fn prepare(launcher: &PathBuf, cgroups: Option<&Cgroups>) -> Result<Slot, String> {
+    let mut child = tokio::process::Command::new(launcher)
+        .arg(init::LAUNCHER_ARG)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting the launcher {}: {e}", launcher.display()))?;
+    let Some(cgroups) = cgroups else {
+        return Ok(Slot {
+            cgroup_name: None,
+            cgroup: None,
+            launcher: child,
+        });
+    };
+    let name = random_name();
+    let no_limits = Limits {
+        cpu_period_us: 100_000,
+        ..Limits::default()
+    };
+    let cg = cgroups
+        .create(&name, &no_limits)
+        .map_err(|e| format!("creating cgroup {name}: {}", chain(&e)))?;
+    let pid = child.id().ok_or("the launcher exited at once")?.to_string();
+    let files = cg.procs_files();
+    let moved = tokio::task::spawn_blocking(move || {
+        for f in files {
+            std::fs::write(&f, &pid).map_err(|e| format!("joining {}: {e}", f.display()))?;
+        }
+        Ok::<_, String>(())
+    })
+    .await
+    .map_err(|e| format!("joining the cgroup: {e}"))?;
+    if let Err(e) = moved {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let _ = cg.remove();
+        return Err(e);
+    }
+    Ok(Slot {
+        cgroup_name: Some(name),
+        cgroup: Some(cg),
+        launcher: child,
+    })
+}
+
+/// Ready slots and the task that keeps them topped up.
+pub struct Pool {
+    ready: Mutex<Vec<Slot>>,
+    target: usize,
+    wake: Arc<Notify>,
+}
+
+impl Pool {
+    pub fn new(target: usize) -> Arc<Self> {
+        Arc::new(Self {
+            ready: Mutex::new(Vec::new()),
+            target,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn take(&self) -> Option<Slot> {
+        let slot = self.ready.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        self.wake.notify_one();
+        slot
+    }
+
+    /// Stops every ready launcher and removes its cgroup.
+    pub async fn drain(&self) {
+        let slots: Vec<Slot> =
+            std::mem::take(&mut *self.ready.lock().unwrap_or_else(|p| p.into_inner()));
+        for mut slot in slots {
+            let _ = slot.launcher.start_kill();
+            let _ = slot.launcher.wait().await;
+            if let Some(cg) = slot.cgroup {
+                let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
+            }
+        }
+    }
+
+    /// The cgroup names the pool holds (so leftover sweeps spare them).
+    pub fn cgroup_names(&self) -> Vec<String> {
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|s| s.cgroup_name.clone())
+            .collect()
+    }
+
+    /// Keeps the pool full until the runtime goes away.
+    pub fn spawn_refill(self: &Arc<Self>, launcher: PathBuf, cgroups: Option<Cgroups>) {
+        if self.target == 0 {
+            return;
+        }
+        let pool: Weak<Pool> = Arc::downgrade(self);
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let Some(p) = pool.upgrade() else { return };
+                let missing = p
+                    .target
+                    .saturating_sub(p.ready.lock().unwrap_or_else(|e| e.into_inner()).len());
+                if missing == 0 {
+                    drop(p);
+                    wake.notified().await;
+                    continue;
+                }
+                drop(p);
+                match prepare(&launcher, cgroups.as_ref()).await {
+                    Ok(slot) => {
+                        failures = 0;
+                        let Some(p) = pool.upgrade() else { return };
+                        p.ready.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!("preparing a sandbox launcher failed: {e}");
+                        // Back off; creates still work by preparing inline.
+                        let wait =
+                            std::time::Duration::from_millis(100 * u64::from(failures.min(50)));
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        });
+    }
+}
