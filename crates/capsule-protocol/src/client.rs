@@ -404,6 +404,17 @@ pub fn percent_encode(s: &str) -> String {
 
 /// Reads a Connect error from an error response body.
 pub fn error_from_body(status: StatusCode, body: &[u8]) -> ConnectError {
+    /// envd's plain endpoints (`/files`) answer `{"code": <status>, "message": ...}`.
+    #[derive(serde::Deserialize)]
+    struct PlainError {
+        message: String,
+    }
+    if let Ok(e) = serde_json::from_slice::<ConnectError>(body) {
+        return e;
+    }
+    if let Ok(e) = serde_json::from_slice::<PlainError>(body) {
+        return ConnectError::new(Code::from_http_status(status.as_u16()), e.message);
+    }
     serde_json::from_slice::<ConnectError>(body).unwrap_or_else(|_| {
         ConnectError::new(
             Code::from_http_status(status.as_u16()),
@@ -504,6 +515,12 @@ mod tests {
             br#"{"code":"not_found","message":"no file"}"#,
         );
         assert_eq!(e.code, Code::NotFound);
+        let e = error_from_body(
+            StatusCode::NOT_FOUND,
+            br#"{"code":404,"message":"read /x: no such file"}"#,
+        );
+        assert_eq!(e.code, Code::NotFound);
+        assert_eq!(e.message, "read /x: no such file");
         let e = error_from_body(StatusCode::BAD_GATEWAY, b"oops");
         assert_eq!(e.code, Code::Unavailable);
         assert!(e.message.contains("oops"));

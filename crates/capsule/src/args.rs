@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// Process limit of every sandbox.
     #[arg(long, default_value_t = 256)]
     pub pids: u64,
+    /// The largest request body `/rpc` accepts, in bytes.
+    #[arg(long, default_value_t = 96 << 20)]
+    pub max_request_bytes: usize,
     /// Output kept per stream of `exec`/`run`, in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub output_limit: usize,

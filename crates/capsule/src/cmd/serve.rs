@@ -149,7 +149,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             a.listen
         );
     }
-    let router = app(engine.clone(), ServerConfig::default());
+    let router = app(
+        engine.clone(),
+        ServerConfig {
+            max_body_bytes: a.max_request_bytes,
+        },
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = stop_rx.await;
