@@ -129,11 +129,9 @@ impl Upload {
     async fn begin(id: &Identity, dest: PathBuf, mode: Option<u32>) -> Result<Self, ConnectError> {
         let id2 = id.clone();
         let (dest, temp, file) = as_user(id, move || {
-            // Writing through a symlink writes its target, as open(2) would.
-            let dest = match std::fs::symlink_metadata(&dest) {
-                Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(&dest).unwrap_or(dest),
-                _ => dest,
-            };
+            // Writing through a symlink writes its target, as open(2) would,
+            // even when the target does not exist yet.
+            let dest = follow_links(dest)?;
             let existing_mode = std::fs::metadata(&dest)
                 .ok()
                 .map(|m| m.permissions().mode() & 0o7777);
@@ -209,6 +207,26 @@ impl Upload {
         })
         .await;
     }
+}
+
+/// The path a chain of symlinks ends at (the last one may not exist).
+fn follow_links(mut path: PathBuf) -> Result<PathBuf, ConnectError> {
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path).map_err(|e| crate::fs::io_error("read link", &path, &e))?;
+                path = match path.parent() {
+                    Some(parent) if target.is_relative() => parent.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(ConnectError::invalid_argument(format!(
+        "write {}: too many levels of symbolic links",
+        path.display()
+    )))
 }
 
 async fn copy_body(mut upload: Upload, mut body: Incoming) -> Result<WrittenFile, ConnectError> {

@@ -85,8 +85,9 @@ impl Agent {
 pub fn run(config: AgentConfig, listener: OwnedFd) -> ! {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(32)
-        .thread_keep_alive(Duration::from_secs(5))
+        .max_blocking_threads(BLOCKING_THREADS)
+        // Kept for good: see `start_blocking_threads`.
+        .thread_keep_alive(Duration::from_secs(365 * 24 * 3600))
         .build()
     {
         Ok(rt) => rt,
@@ -107,7 +108,30 @@ pub fn run(config: AgentConfig, listener: OwnedFd) -> ! {
     std::process::exit(code)
 }
 
+/// Threads for file operations, all started before any sandboxed code runs.
+const BLOCKING_THREADS: usize = 4;
+
+/// Starts every blocking-pool thread at once. A sandbox at its process
+/// limit (a fork bomb) leaves no room for new threads, and Tokio panics when
+/// it cannot start one it needs; with the full pool already running, file
+/// operations just queue.
+async fn start_blocking_threads() {
+    let barrier = Arc::new(std::sync::Barrier::new(BLOCKING_THREADS));
+    let tasks: Vec<_> = (0..BLOCKING_THREADS)
+        .map(|_| {
+            let b = barrier.clone();
+            tokio::task::spawn_blocking(move || {
+                b.wait();
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 async fn serve(config: AgentConfig, listener: OwnedFd) -> std::io::Result<()> {
+    start_blocking_threads().await;
     let std_listener = std::os::unix::net::UnixListener::from(listener);
     std_listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(std_listener)?;

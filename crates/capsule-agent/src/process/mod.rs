@@ -181,8 +181,7 @@ impl Processes {
 
     /// Kills `proc` and every process its tree started, wherever they went.
     async fn kill_tree(&self, proc: &Arc<Proc>) {
-        let pid = proc.pid as i32;
-        let _ = tokio::task::spawn_blocking(move || tree::kill_tree(pid)).await;
+        tree::kill_tree(proc.pid as i32).await;
     }
 
     /// Starts a process as `id`. With a `deadline`, the process and
@@ -303,9 +302,7 @@ impl Processes {
         let pid = proc.pid as i32;
         match signal {
             Signal::Sigkill => self.kill_tree(&proc).await,
-            Signal::Sigterm => {
-                let _ = tokio::task::spawn_blocking(move || tree::terminate(pid)).await;
-            }
+            Signal::Sigterm => tree::terminate(pid),
             Signal::Unspecified => {
                 return Err(ConnectError::invalid_argument("signal is unspecified"));
             }

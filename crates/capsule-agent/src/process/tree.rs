@@ -52,10 +52,13 @@ pub fn descendants(proc_root: &Path, root: i32) -> BTreeSet<i32> {
 /// Kills `root` (a shim) and all its descendants. Descendants are stopped
 /// first, so none can fork or be re-parented away while the tree is
 /// collected, then everything is killed.
-pub fn kill_tree(root: i32) {
+///
+/// Runs on the agent's own thread: under a fork bomb at the sandbox's
+/// process limit, no new thread could be started to do it.
+pub async fn kill_tree(root: i32) {
     let proc_root = Path::new("/proc");
     let mut seen = BTreeSet::new();
-    for _ in 0..50 {
+    for _ in 0..200 {
         let now = descendants(proc_root, root);
         let fresh: Vec<i32> = now.difference(&seen).copied().collect();
         if fresh.is_empty() {
@@ -65,7 +68,7 @@ pub fn kill_tree(root: i32) {
             let _ = kill(*pid, libc::SIGSTOP);
         }
         seen.extend(fresh);
-        std::thread::sleep(Duration::from_millis(1));
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     for pid in &seen {
         let _ = kill(*pid, libc::SIGKILL);
