@@ -214,7 +214,8 @@ fn follow_links(mut path: PathBuf) -> Result<PathBuf, ConnectError> {
     for _ in 0..40 {
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(&path).map_err(|e| crate::fs::io_error("read link", &path, &e))?;
+                let target = std::fs::read_link(&path)
+                    .map_err(|e| crate::fs::io_error("read link", &path, &e))?;
                 path = match path.parent() {
                     Some(parent) if target.is_relative() => parent.join(target),
                     _ => target,

@@ -24,5 +24,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(cmd::run(cli))
+    let code = runtime.block_on(cmd::run(cli));
+    // A blocking read of standard input (`capsule shell`) must not hold up
+    // the exit.
+    runtime.shutdown_background();
+    code
 }

@@ -13,7 +13,10 @@ use serde_json::json;
 
 /// A file on the host the sandboxes must never see or touch.
 fn host_marker() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::Builder::new().prefix("capsule-host").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("capsule-host")
+        .tempdir_in("/tmp")
+        .unwrap();
     let marker = dir.path().join("secret.txt");
     std::fs::write(&marker, "host secret").unwrap();
     (dir, marker)
@@ -26,40 +29,84 @@ fn paths_never_leave_the_sandbox() {
     let (_dir, marker) = host_marker();
     let marker_s = marker.to_str().unwrap();
     // `..` above the root is refused, with the path in the message.
-    for path in ["/../etc/passwd", "../../../etc/passwd", "/workspace/../../../../etc"] {
+    for path in [
+        "/../etc/passwd",
+        "../../../etc/passwd",
+        "/workspace/../../../../etc",
+    ] {
         let e = server.err("sandbox.v1.readFile", json!({"id": id, "path": path}));
         assert_eq!(e["data"]["kind"], "path_outside_sandbox", "{path}: {e}");
-        let e = server.err("sandbox.v1.writeFile", json!({"id": id, "path": path, "content": b64(b"x")}));
+        let e = server.err(
+            "sandbox.v1.writeFile",
+            json!({"id": id, "path": path, "content": b64(b"x")}),
+        );
         assert_eq!(e["data"]["kind"], "path_outside_sandbox", "{path}: {e}");
     }
     // Host paths mean paths inside the sandbox: the host's files are not there.
     let e = server.err("sandbox.v1.readFile", json!({"id": id, "path": marker_s}));
     assert_eq!(e["data"]["kind"], "file_not_found");
-    let e = server.err("sandbox.v1.readFile", json!({"id": id, "path": "/etc/shadow"}));
+    let e = server.err(
+        "sandbox.v1.readFile",
+        json!({"id": id, "path": "/etc/shadow"}),
+    );
     assert_eq!(e["data"]["kind"], "file_not_found");
     // Symlinks planted inside resolve inside.
     server.sh(&id, &format!("ln -s / /workspace/root; ln -s {marker_s} /workspace/to-marker; ln -s /proc/1/root /workspace/init-root"));
-    let r = server.ok("sandbox.v1.readFile", json!({"id": id, "path": "/workspace/root/etc/hostname"}));
+    let r = server.ok(
+        "sandbox.v1.readFile",
+        json!({"id": id, "path": "/workspace/root/etc/hostname"}),
+    );
     assert_eq!(unb64(r["content"].as_str().unwrap()), b"capsule\n");
-    let e = server.err("sandbox.v1.readFile", json!({"id": id, "path": "/workspace/to-marker"}));
+    let e = server.err(
+        "sandbox.v1.readFile",
+        json!({"id": id, "path": "/workspace/to-marker"}),
+    );
     assert_eq!(e["data"]["kind"], "file_not_found");
-    let r = server.ok("sandbox.v1.listDir", json!({"id": id, "path": "/workspace/init-root/workspace"}));
-    assert!(r["entries"].as_array().unwrap().iter().any(|e| e["name"] == "root"), "{r}");
+    let r = server.ok(
+        "sandbox.v1.listDir",
+        json!({"id": id, "path": "/workspace/init-root/workspace"}),
+    );
+    assert!(
+        r["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "root"),
+        "{r}"
+    );
     // Writing through a link to a host path creates the file inside only.
-    server.ok("sandbox.v1.writeFile", json!({"id": id, "path": "/workspace/to-marker", "content": b64(b"pwned"), "user": "root"}));
+    server.ok(
+        "sandbox.v1.writeFile",
+        json!({"id": id, "path": "/workspace/to-marker", "content": b64(b"pwned"), "user": "root"}),
+    );
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "host secret");
     let r = server.exec(&id, json!(["cat", marker_s]));
     assert_eq!(r["stdout"], "pwned");
     // The agent's own /proc entries are not readable through the API.
     for path in ["/proc/1/environ", "/proc/self/environ", "/proc/1/mem"] {
-        let e = server.err("sandbox.v1.readFile", json!({"id": id, "path": path, "user": "root"}));
+        let e = server.err(
+            "sandbox.v1.readFile",
+            json!({"id": id, "path": path, "user": "root"}),
+        );
         assert_eq!(e["data"]["kind"], "permission_denied", "{path}: {e}");
     }
     // From inside, the host's tree is unreachable.
-    let r = server.sh(&id, &format!("cat {marker_s}; ls /proc/1/root/tmp; cat /proc/1/root/etc/hostname"));
-    assert!(!r["stdout"].as_str().unwrap().contains("host secret"), "{r}");
+    let r = server.sh(
+        &id,
+        &format!("cat {marker_s}; ls /proc/1/root/tmp; cat /proc/1/root/etc/hostname"),
+    );
+    assert!(
+        !r["stdout"].as_str().unwrap().contains("host secret"),
+        "{r}"
+    );
     // The agent's root is its own, and not even that is open to the user.
-    assert!(r["stderr"].as_str().unwrap().contains("/proc/1/root/tmp': Permission denied"), "{r}");
+    assert!(
+        r["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("/proc/1/root/tmp': Permission denied"),
+        "{r}"
+    );
     server.shutdown_and_check_clean();
 }
 
@@ -67,21 +114,43 @@ fn paths_never_leave_the_sandbox() {
 fn sandbox_root_is_not_host_root_and_cannot_reconfigure_the_kernel() {
     let server = Server::start();
     let id = server.create("base");
-    let as_root = |cmd: &str| server.ok("sandbox.v1.exec", json!({"id": id, "cmd": cmd, "user": "root"}));
+    let as_root = |cmd: &str| {
+        server.ok(
+            "sandbox.v1.exec",
+            json!({"id": id, "cmd": cmd, "user": "root"}),
+        )
+    };
     // Root inside maps to an unprivileged host id.
     let r = as_root("cat /proc/self/uid_map");
-    let fields: Vec<u64> = r["stdout"].as_str().unwrap().split_whitespace().map(|f| f.parse().unwrap()).collect();
+    let fields: Vec<u64> = r["stdout"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
     assert_eq!(fields[0], 0);
     assert_ne!(fields[1], 0, "sandbox root must not be host root");
     as_root("touch /workspace/owned-by-root");
-    let meta = std::fs::metadata(server.state.join("native/sandboxes").join(&id).join("upper/workspace/owned-by-root")).unwrap();
+    let meta = std::fs::metadata(
+        server
+            .state
+            .join("native/sandboxes")
+            .join(&id)
+            .join("upper/workspace/owned-by-root"),
+    )
+    .unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta) as u64, fields[1]);
     // /proc/sys is read-only, mounting and new namespaces are refused.
     let swappiness = std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap();
     let flipped = if swappiness.trim() == "1" { "2" } else { "1" };
-    let r = as_root(&format!("echo {flipped} > /proc/sys/vm/swappiness; echo rc=$?"));
+    let r = as_root(&format!(
+        "echo {flipped} > /proc/sys/vm/swappiness; echo rc=$?"
+    ));
     assert!(!r["stdout"].as_str().unwrap().contains("rc=0"), "{r}");
-    assert_eq!(std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap(), swappiness);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap(),
+        swappiness
+    );
     let r = as_root("echo 1 > /proc/sysrq-trigger; echo rc=$?");
     assert!(!r["stdout"].as_str().unwrap().contains("rc=0"), "{r}");
     let r = as_root("mount -t tmpfs none /mnt; echo rc=$?");
@@ -92,14 +161,31 @@ fn sandbox_root_is_not_host_root_and_cannot_reconfigure_the_kernel() {
     assert!(!r["stdout"].as_str().unwrap().contains("rc=0"), "{r}");
     // Capabilities: no admin, no raw network, no ptrace of the agent.
     let r = as_root("grep CapEff /proc/self/status");
-    let caps = u64::from_str_radix(r["stdout"].as_str().unwrap().split_whitespace().nth(1).unwrap(), 16).unwrap();
+    let caps = u64::from_str_radix(
+        r["stdout"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap(),
+        16,
+    )
+    .unwrap();
     assert_eq!(caps & (1 << 21), 0, "CAP_SYS_ADMIN kept");
     assert_eq!(caps & (1 << 13), 0, "CAP_NET_RAW kept");
     assert_eq!(caps & (1 << 19), 0, "CAP_SYS_PTRACE kept");
     let r = server.exec(&id, json!("grep CapEff /proc/self/status"));
-    assert!(r["stdout"].as_str().unwrap().contains("0000000000000000"), "the user has capabilities: {r}");
+    assert!(
+        r["stdout"].as_str().unwrap().contains("0000000000000000"),
+        "the user has capabilities: {r}"
+    );
     // no_new_privs holds for everything in the sandbox.
-    assert!(server.exec(&id, json!("grep NoNewPrivs /proc/self/status"))["stdout"].as_str().unwrap().contains('1'));
+    assert!(
+        server.exec(&id, json!("grep NoNewPrivs /proc/self/status"))["stdout"]
+            .as_str()
+            .unwrap()
+            .contains('1')
+    );
     server.shutdown_and_check_clean();
 }
 
@@ -115,12 +201,21 @@ fn host_loopback_services_are_unreachable() {
     );
     let r = server.ok("sandbox.v1.run", json!({"id": id, "code": code}));
     assert!(r["stdout"].as_str().unwrap().starts_with("refused"), "{r}");
-    assert!(listener.accept().is_err(), "the host listener saw a connection");
+    assert!(
+        listener.accept().is_err(),
+        "the host listener saw a connection"
+    );
     // Only loopback exists inside.
-    let r = server.exec(&id, json!("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '"));
+    let r = server.exec(
+        &id,
+        json!("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '"),
+    );
     assert_eq!(r["stdout"], "lo\n");
     // Nor can the server's own API be reached.
-    let api = format!("import socket\ns=socket.socket()\ns.settimeout(2)\nprint(s.connect_ex(('127.0.0.1',{})))", server.port);
+    let api = format!(
+        "import socket\ns=socket.socket()\ns.settimeout(2)\nprint(s.connect_ex(('127.0.0.1',{})))",
+        server.port
+    );
     let r = server.ok("sandbox.v1.run", json!({"id": id, "code": api}));
     assert_ne!(r["stdout"], "0\n");
     server.shutdown_and_check_clean();
@@ -137,14 +232,21 @@ fn a_fork_bomb_is_contained() {
     );
     // It ran into the process limit and was ended, children and all.
     assert_eq!(r["timed_out"], true, "{r}");
-    assert!(r["stderr"].as_str().unwrap().contains("Resource temporarily unavailable"), "{r}");
+    assert!(
+        r["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("Resource temporarily unavailable"),
+        "{r}"
+    );
     // The neighbour and the server keep answering during and after.
     let t = Instant::now();
     assert_eq!(server.exec(&other, json!(["echo", "ok"]))["stdout"], "ok\n");
     assert!(t.elapsed() < Duration::from_secs(10));
     // The bomb's sandbox recovers once its processes are gone.
     let ok = common::eventually(Duration::from_secs(10), || {
-        server.rpc("sandbox.v1.exec", json!({"id": bomb, "cmd": ["true"]}))["result"]["exit_code"] == 0
+        server.rpc("sandbox.v1.exec", json!({"id": bomb, "cmd": ["true"]}))["result"]["exit_code"]
+            == 0
     });
     assert!(ok, "the sandbox stayed unusable");
     server.shutdown_and_check_clean();
@@ -153,7 +255,10 @@ fn a_fork_bomb_is_contained() {
 #[test]
 fn a_memory_hog_is_killed_and_the_sandbox_survives() {
     let server = Server::start();
-    let id = server.ok("sandbox.v1.create", json!({"template": "python", "memory_mb": 64}))["id"]
+    let id = server.ok(
+        "sandbox.v1.create",
+        json!({"template": "python", "memory_mb": 64}),
+    )["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -163,7 +268,10 @@ fn a_memory_hog_is_killed_and_the_sandbox_survives() {
     );
     assert!(!r["stdout"].as_str().unwrap().contains("allocated"), "{r}");
     assert!(r["signal"] == 9 || r["exit_code"] != 0, "{r}");
-    assert_eq!(server.exec(&id, json!(["echo", "alive"]))["stdout"], "alive\n");
+    assert_eq!(
+        server.exec(&id, json!(["echo", "alive"]))["stdout"],
+        "alive\n"
+    );
     server.shutdown_and_check_clean();
 }
 
@@ -171,7 +279,10 @@ fn a_memory_hog_is_killed_and_the_sandbox_survives() {
 fn output_floods_are_capped_and_sigterm_is_no_shield() {
     let server = Server::start_with(&["--output-limit", "1048576"]);
     let id = server.create("base");
-    let r = server.ok("sandbox.v1.exec", json!({"id": id, "cmd": "yes flood", "timeout_ms": 3000}));
+    let r = server.ok(
+        "sandbox.v1.exec",
+        json!({"id": id, "cmd": "yes flood", "timeout_ms": 3000}),
+    );
     assert_eq!(r["timed_out"], true, "{}", &r.to_string()[..300]);
     assert_eq!(r["stdout_truncated"], true);
     assert_eq!(r["stdout"].as_str().unwrap().len(), 1 << 20);
@@ -195,8 +306,14 @@ fn sandboxes_cannot_see_each_other() {
     let r = server.sh(&b, "ls /workspace; ps -eo comm= | grep -c sleep; cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'a-secre[t]'");
     let out = r["stdout"].as_str().unwrap();
     assert!(!out.contains("secret\n"), "{out}");
-    assert!(out.lines().all(|l| l == "0"), "b sees a's processes or files: {out}");
-    let e = server.err("sandbox.v1.readFile", json!({"id": b, "path": "/workspace/secret"}));
+    assert!(
+        out.lines().all(|l| l == "0"),
+        "b sees a's processes or files: {out}"
+    );
+    let e = server.err(
+        "sandbox.v1.readFile",
+        json!({"id": b, "path": "/workspace/secret"}),
+    );
     assert_eq!(e["data"]["kind"], "file_not_found");
     server.shutdown_and_check_clean();
 }
