@@ -161,7 +161,7 @@ impl fmt::Display for ErrorKind {
 pub struct ApiError {
     pub kind: ErrorKind,
     pub message: String,
-    pub details: Option<serde_json::Map<String, serde_json::Value>>,
+    pub details: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl ApiError {

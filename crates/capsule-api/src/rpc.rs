@@ -29,7 +29,7 @@ impl From<&ApiError> for ErrorObject {
             message: err.message.clone(),
             data: Some(ErrorData {
                 kind: err.kind.as_str().to_owned(),
-                details: err.details.clone().unwrap_or_default(),
+                details: err.details.as_deref().cloned().unwrap_or_default(),
             }),
         }
     }
@@ -44,7 +44,11 @@ impl ErrorObject {
             .and_then(|d| serde_json::from_value(Value::String(d.kind.clone())).ok())
             .or_else(|| ErrorKind::from_code(self.code))
             .unwrap_or(ErrorKind::Internal);
-        let details = self.data.map(|d| d.details).filter(|d| !d.is_empty());
+        let details = self
+            .data
+            .map(|d| d.details)
+            .filter(|d| !d.is_empty())
+            .map(Box::new);
         ApiError {
             kind,
             message: self.message,

@@ -291,7 +291,6 @@ fn shell_works_in_a_real_tty_and_follows_its_size() {
     let server = Server::start();
     let id = create(&server, "base");
     let (master, slave) = openpty(90, 25);
-    let slave_fd = slave.as_raw_fd();
     let mut cmd = server.cli();
     cmd.args(["shell", &id])
         .stdin(Stdio::from(slave.try_clone().unwrap()))
@@ -307,7 +306,6 @@ fn shell_works_in_a_real_tty_and_follows_its_size() {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    drop(slave_fd);
     let mut reader = std::fs::File::from(master.try_clone().unwrap());
     let mut writer = std::fs::File::from(master.try_clone().unwrap());
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -320,7 +318,7 @@ fn shell_works_in_a_real_tty_and_follows_its_size() {
         }
     });
     let mut seen = String::new();
-    let mut wait_for = |needle: &str, seen: &mut String| {
+    let wait_for = |needle: &str, seen: &mut String| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !seen.contains(needle) {
             let left = deadline.saturating_duration_since(Instant::now());

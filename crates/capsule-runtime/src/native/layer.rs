@@ -426,7 +426,7 @@ mod tests {
             "the layer and its completion mark: {names:?}"
         );
         assert!(!a.join(".complete").exists());
-        collect_garbage(tmp.path(), &[a.clone()]);
+        collect_garbage(tmp.path(), std::slice::from_ref(&a));
         assert!(a.exists());
         assert!(complete_mark(&a).exists());
         collect_garbage(tmp.path(), &[]);

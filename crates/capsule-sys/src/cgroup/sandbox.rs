@@ -84,14 +84,12 @@ impl SandboxCgroup {
                 let _ = write_file(&swappiness, "0");
             }
         }
-        if let Some(dir) = self.dir_with("cpu") {
-            if let Some(quota) = limits.cpu_quota_us {
-                write_file(
-                    &dir.join("cpu.cfs_period_us"),
-                    &limits.cpu_period_us.to_string(),
-                )?;
-                write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
-            }
+        if let (Some(dir), Some(quota)) = (self.dir_with("cpu"), limits.cpu_quota_us) {
+            write_file(
+                &dir.join("cpu.cfs_period_us"),
+                &limits.cpu_period_us.to_string(),
+            )?;
+            write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
         }
         if let (Some(max), Some(dir)) = (limits.pids_max, self.dir_with("pids")) {
             write_file(&dir.join("pids.max"), &max.to_string())?;
@@ -163,12 +161,12 @@ impl SandboxCgroup {
 
     /// Kills every process in the cgroup with SIGKILL.
     pub fn kill_all(&self) -> Result<()> {
-        if self.version == Version::V2 {
-            if let Some(dir) = self.dirs().next() {
-                let kill = dir.join("cgroup.kill");
-                if kill.exists() {
-                    return write_file(&kill, "1");
-                }
+        if self.version == Version::V2
+            && let Some(dir) = self.dirs().next()
+        {
+            let kill = dir.join("cgroup.kill");
+            if kill.exists() {
+                return write_file(&kill, "1");
             }
         }
         // v1 (or v2 before 5.14): freeze so nothing forks, kill each, thaw.
