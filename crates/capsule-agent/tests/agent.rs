@@ -28,10 +28,49 @@ impl Drop for AgentProcess {
     }
 }
 
+/// The agent binary under test: the static build when `CAPSULE_AGENT_BIN`
+/// names one (scripts/test does), else this workspace's build.
+fn agent_binary() -> PathBuf {
+    std::env::var_os("CAPSULE_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_capsule-agent")))
+}
+
+/// True when the ELF file has no program interpreter (is statically linked).
+fn is_static_elf(path: &std::path::Path) -> bool {
+    let data = std::fs::read(path).unwrap();
+    assert_eq!(
+        &data[..4],
+        b"\x7fELF",
+        "{} is not an ELF file",
+        path.display()
+    );
+    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+    let phoff = u64::from_le_bytes(data[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    const PT_INTERP: u32 = 3;
+    (0..phnum).all(|i| u32_at(phoff + i * phentsize) != PT_INTERP)
+}
+
+#[test]
+fn the_agent_under_test_is_static_when_asked_to_be() {
+    if std::env::var_os("CAPSULE_AGENT_BIN").is_some() {
+        assert!(
+            is_static_elf(&agent_binary()),
+            "{} is dynamically linked",
+            agent_binary().display()
+        );
+    } else {
+        // The plain workspace build links dynamically; the check itself must work.
+        assert!(!is_static_elf(&agent_binary()));
+    }
+}
+
 async fn start_agent() -> AgentProcess {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_capsule-agent"))
+    let child = Command::new(agent_binary())
         .args(["--socket", socket.to_str().unwrap(), "--user", "root"])
         .spawn()
         .unwrap();
