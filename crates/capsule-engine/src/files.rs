@@ -164,8 +164,10 @@ impl Engine {
         Ok(resp.entries.into_iter().map(dir_entry).collect())
     }
 
-    pub async fn stat(
+    /// A filesystem call that answers with one entry (stat, makeDir).
+    async fn entry_call(
         &self,
+        procedure: &str,
         id: SandboxId,
         path: &str,
         user: Option<RunAs>,
@@ -174,14 +176,19 @@ impl Engine {
         let live = self.running(id)?;
         let resp: EntryResponse = live
             .agent
-            .unary(
-                paths::FS_STAT,
-                &PathRequest { path: path.clone() },
-                &opts(user),
-            )
+            .unary(procedure, &PathRequest { path: path.clone() }, &opts(user))
             .await
             .map_err(|e| from_agent_file(e, &path))?;
         Ok(dir_entry(resp.entry))
+    }
+
+    pub async fn stat(
+        &self,
+        id: SandboxId,
+        path: &str,
+        user: Option<RunAs>,
+    ) -> Result<DirEntry, ApiError> {
+        self.entry_call(paths::FS_STAT, id, path, user).await
     }
 
     pub async fn make_dir(
@@ -190,18 +197,7 @@ impl Engine {
         path: &str,
         user: Option<RunAs>,
     ) -> Result<DirEntry, ApiError> {
-        let path = sandbox_path(path)?;
-        let live = self.running(id)?;
-        let resp: EntryResponse = live
-            .agent
-            .unary(
-                paths::FS_MAKE_DIR,
-                &PathRequest { path: path.clone() },
-                &opts(user),
-            )
-            .await
-            .map_err(|e| from_agent_file(e, &path))?;
-        Ok(dir_entry(resp.entry))
+        self.entry_call(paths::FS_MAKE_DIR, id, path, user).await
     }
 
     pub async fn remove(

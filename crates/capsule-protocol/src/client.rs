@@ -188,6 +188,39 @@ impl AgentClient {
         }
     }
 
+    /// Reads a whole response body.
+    async fn body_bytes(&self, resp: http::Response<Incoming>) -> Result<Bytes, ClientError> {
+        Ok(resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.transport_error(e))?
+            .to_bytes())
+    }
+
+    /// Reads a whole JSON answer, or the error an unsuccessful one carries.
+    async fn json_answer<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        resp: http::Response<Incoming>,
+    ) -> Result<T, ClientError> {
+        let status = resp.status();
+        let body = self.body_bytes(resp).await?;
+        if status != StatusCode::OK {
+            return Err(ClientError::Connect(error_from_body(status, &body)));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("{what}: {e}")))
+    }
+
+    /// The error an unsuccessful answer carries.
+    async fn error_answer(&self, resp: http::Response<Incoming>) -> ClientError {
+        let status = resp.status();
+        match self.body_bytes(resp).await {
+            Ok(body) => ClientError::Connect(error_from_body(status, &body)),
+            Err(e) => e,
+        }
+    }
+
     /// Sends any request to the agent; the URI's path and query are used.
     pub async fn send(
         &self,
@@ -247,17 +280,7 @@ impl AgentClient {
         let json = serde_json::to_vec(message).expect("protocol messages always serialize");
         let req = self.request(path, CONTENT_TYPE_UNARY, opts, full_body(json));
         let resp = self.send(req).await?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.transport_error(e))?
-            .to_bytes();
-        if status != StatusCode::OK {
-            return Err(ClientError::Connect(error_from_body(status, &body)));
-        }
-        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+        self.json_answer(path, resp).await
     }
 
     /// A server-streaming call: one request message, a stream of answers.
@@ -274,15 +297,8 @@ impl AgentClient {
             full_body(encode_message(message)),
         );
         let resp = self.send(req).await?;
-        let status = resp.status();
-        if status != StatusCode::OK {
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.transport_error(e))?
-                .to_bytes();
-            return Err(ClientError::Connect(error_from_body(status, &body)));
+        if resp.status() != StatusCode::OK {
+            return Err(self.error_answer(resp).await);
         }
         Ok(MessageStream {
             body: resp.into_body(),
@@ -314,11 +330,7 @@ impl AgentClient {
     /// `GET /files`: the whole file's bytes.
     pub async fn read_file(&self, path: &str, user: Option<&str>) -> Result<Bytes, ClientError> {
         let resp = self.read_file_stream(path, user).await?;
-        resp.into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| self.transport_error(e))
+        self.body_bytes(resp).await
     }
 
     /// `GET /files`: the response, so the caller can stream the body.
@@ -335,14 +347,7 @@ impl AgentClient {
             .expect("static request parts are valid");
         let resp = self.send(req).await?;
         if resp.status() != StatusCode::OK {
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.transport_error(e))?
-                .to_bytes();
-            return Err(ClientError::Connect(error_from_body(status, &body)));
+            return Err(self.error_answer(resp).await);
         }
         Ok(resp)
     }
@@ -366,17 +371,7 @@ impl AgentClient {
             .body(body)
             .expect("static request parts are valid");
         let resp = self.send(req).await?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.transport_error(e))?
-            .to_bytes();
-        if status != StatusCode::OK {
-            return Err(ClientError::Connect(error_from_body(status, &body)));
-        }
-        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("/files: {e}")))
+        self.json_answer("/files", resp).await
     }
 }
 
