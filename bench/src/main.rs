@@ -29,6 +29,13 @@ struct Args {
     /// Idle sandboxes for the memory figure.
     #[arg(long, default_value_t = 100)]
     idle: usize,
+    /// A Python with the pinned `e2b` SDK (bench/run sets one up): times
+    /// `Sandbox.create()` + the first `commands.run` through E2B's own SDK.
+    #[arg(long)]
+    e2b_python: Option<PathBuf>,
+    /// Runs for the E2B SDK figure.
+    #[arg(long, default_value_t = 50)]
+    e2b_runs: usize,
     /// Where to write the report.
     #[arg(long, default_value = "docs/performance.md")]
     out: PathBuf,
@@ -46,6 +53,42 @@ struct Results {
     runc_create: Option<Summary>,
     runc_exec: Option<Summary>,
     runc_idle_bytes: Option<f64>,
+    e2b_sdk_create_run: Option<Summary>,
+}
+
+/// E2B's published figure: median create-to-first-command of its cloud.
+const E2B_PUBLISHED_MS: f64 = 440.0;
+
+/// Runs bench/e2b/sdk_create_run.py with `python` against `server`.
+fn e2b_sdk_samples(
+    python: &std::path::Path,
+    server: &capsule::Server,
+    runs: usize,
+) -> anyhow::Result<Vec<std::time::Duration>> {
+    let out = std::process::Command::new(python)
+        .arg("bench/e2b/sdk_create_run.py")
+        .arg(runs.to_string())
+        .env("E2B_API_URL", &server.url)
+        .env("E2B_SANDBOX_URL", &server.url)
+        .env("E2B_API_KEY", "e2b_bench")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the E2B SDK benchmark failed ({})",
+        out.status
+    );
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading the E2B SDK benchmark's output")?;
+    let samples = parsed["samples_ms"]
+        .as_array()
+        .context("no samples_ms in the E2B SDK benchmark's output")?
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0))
+        .collect();
+    Ok(samples)
 }
 
 fn machine() -> String {
@@ -185,6 +228,31 @@ fn report(r: &Results, args: &Args) -> String {
         mib(r.bwrap_idle_bytes)
     );
     let _ = writeln!(out, "| runc running `sleep` | {} |", mib(r.runc_idle_bytes));
+    let _ = writeln!(
+        out,
+        "\n## E2B's Python SDK: `Sandbox.create()` + first `commands.run(\"echo hi\")`\n"
+    );
+    let _ = writeln!(
+        out,
+        "The unmodified `e2b` SDK (the version pinned in tests/e2b) pointed at a local Capsule server with \
+         `E2B_API_URL`/`E2B_SANDBOX_URL`, {} runs. E2B's figure is the median it publishes for its cloud \
+         (create to first command), not measured here.\n",
+        args.e2b_runs
+    );
+    let _ = writeln!(out, "| | p50 | p99 | p50 vs Capsule |\n|---|---|---|---|");
+    let (p50, p99) = ms(&r.e2b_sdk_create_run);
+    let _ = writeln!(
+        out,
+        "| Capsule through the E2B SDK | {p50} | {p99} | 1.00x |"
+    );
+    let _ = writeln!(
+        out,
+        "| E2B cloud (published median) | {E2B_PUBLISHED_MS:.0} ms | | {} |",
+        r.e2b_sdk_create_run
+            .as_ref()
+            .map(|s| format!("{:.1}x", E2B_PUBLISHED_MS / s.p50_ms))
+            .unwrap_or_else(|| "not measured".into())
+    );
     let _ = writeln!(out, "\n## Targets\n");
     let _ = writeln!(out, "| target | measured | |\n|---|---|---|");
     let create = r.capsule_create.as_ref().map(|s| s.p50_ms);
@@ -233,6 +301,14 @@ async fn main() -> anyhow::Result<()> {
         let (idle, pss) = capsule::idle_memory(&server, args.idle).await?;
         r.capsule_idle_bytes = Some(idle);
         r.capsule_agent_pss_bytes = Some(pss);
+        if let Some(python) = &args.e2b_python {
+            eprintln!(
+                "capsule: E2B Python SDK create + first command ({} runs)",
+                args.e2b_runs
+            );
+            r.e2b_sdk_create_run =
+                Some(summarize(&e2b_sdk_samples(python, &server, args.e2b_runs)?));
+        }
     }
     eprintln!("capsule without ready launchers: create + first exec");
     {

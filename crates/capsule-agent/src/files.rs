@@ -144,10 +144,7 @@ impl Upload {
                         dest.display()
                     ))
                 })?;
-            let mut suffix = [0u8; 6];
-            let _ = rustix::rand::getrandom(&mut suffix, rustix::rand::GetRandomFlags::empty());
-            let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-            let temp = dest.with_file_name(format!(".{name}.upload-{suffix}"));
+            let temp = dest.with_file_name(format!(".{name}.upload-{}", crate::fs::random_hex(6)));
             crate::fs::guard_agent(&dest)?;
             if std::fs::metadata(&dest).is_ok_and(|m| m.is_dir()) {
                 return Err(ConnectError::invalid_argument(format!(
@@ -155,7 +152,14 @@ impl Upload {
                     dest.display()
                 )));
             }
-            let file = crate::fs::open_for_write(&temp, mode.or(existing_mode))?;
+            // Errors name the file the client asked for, not the temporary one.
+            let file = crate::fs::open_for_write(&temp, mode.or(existing_mode)).map_err(|e| {
+                ConnectError::new(
+                    e.code,
+                    e.message
+                        .replace(&temp.display().to_string(), &dest.display().to_string()),
+                )
+            })?;
             Ok((dest, temp, file))
         })
         .await?;
@@ -168,18 +172,17 @@ impl Upload {
     }
 
     async fn write(&mut self, chunk: &[u8]) -> Result<(), ConnectError> {
-        let temp = self.temp.clone();
         self.file
             .write_all(chunk)
             .await
-            .map_err(|e| crate::fs::io_error("write", &temp, &e))
+            .map_err(|e| crate::fs::io_error("write", &self.dest, &e))
     }
 
     async fn commit(mut self) -> Result<WrittenFile, ConnectError> {
         self.file
             .flush()
             .await
-            .map_err(|e| crate::fs::io_error("write", &self.temp, &e))?;
+            .map_err(|e| crate::fs::io_error("write", &self.dest, &e))?;
         let (temp, dest) = (self.temp.clone(), self.dest.clone());
         as_user(&self.id, move || {
             std::fs::rename(&temp, &dest).map_err(|e| {
@@ -230,28 +233,69 @@ fn follow_links(mut path: PathBuf) -> Result<PathBuf, ConnectError> {
     )))
 }
 
-async fn copy_body(mut upload: Upload, mut body: Incoming) -> Result<WrittenFile, ConnectError> {
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref()
-                    && let Err(e) = upload.write(data).await
-                {
-                    upload.abort().await;
-                    return Err(e);
+/// Decompresses a gzip upload as it streams in.
+struct Gunzip(flate2::write::GzDecoder<Vec<u8>>);
+
+impl Gunzip {
+    fn new() -> Self {
+        Self(flate2::write::GzDecoder::new(Vec::new()))
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, ConnectError> {
+        use std::io::Write;
+        self.0.write_all(chunk).map_err(|e| {
+            ConnectError::invalid_argument(format!("the upload is not valid gzip: {e}"))
+        })?;
+        Ok(std::mem::take(self.0.get_mut()))
+    }
+
+    fn finish(mut self) -> Result<Vec<u8>, ConnectError> {
+        self.0.try_finish().map_err(|e| {
+            ConnectError::invalid_argument(format!("the gzip upload is incomplete: {e}"))
+        })?;
+        Ok(std::mem::take(self.0.get_mut()))
+    }
+}
+
+async fn copy_body(
+    mut upload: Upload,
+    mut body: Incoming,
+    gzip: bool,
+) -> Result<WrittenFile, ConnectError> {
+    let mut gunzip = gzip.then(Gunzip::new);
+    let result: Result<(), ConnectError> = async {
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        match &mut gunzip {
+                            Some(g) => upload.write(&g.feed(data)?).await?,
+                            None => upload.write(data).await?,
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(ConnectError::new(
+                        Code::Canceled,
+                        format!("upload interrupted: {e}"),
+                    ));
                 }
             }
-            Some(Err(e)) => {
-                upload.abort().await;
-                return Err(ConnectError::new(
-                    Code::Canceled,
-                    format!("upload interrupted: {e}"),
-                ));
-            }
+        }
+        if let Some(g) = gunzip.take() {
+            upload.write(&g.finish()?).await?;
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => upload.commit().await,
+        Err(e) => {
+            upload.abort().await;
+            Err(e)
         }
     }
-    upload.commit().await
 }
 
 fn parse_mode(query: &HashMap<String, String>) -> Result<Option<u32>, ConnectError> {
@@ -297,16 +341,30 @@ async fn upload_inner(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING)
-        && encoding.as_bytes() != b"identity"
+    let gzip = match req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.as_bytes())
     {
-        return Err(ConnectError::new(
-            Code::Unimplemented,
-            format!("Content-Encoding {encoding:?} is not supported for uploads"),
-        ));
-    }
+        None | Some(b"identity") => false,
+        Some(b"gzip") => true,
+        Some(other) => {
+            return Err(ConnectError::new(
+                Code::Unimplemented,
+                format!(
+                    "Content-Encoding {:?} is not supported for uploads (gzip and identity are)",
+                    String::from_utf8_lossy(other)
+                ),
+            ));
+        }
+    };
 
     if content_type.starts_with("multipart/form-data") {
+        if gzip {
+            return Err(ConnectError::invalid_argument(
+                "gzip is only supported for application/octet-stream uploads",
+            ));
+        }
         let boundary = multer::parse_boundary(&content_type)
             .map_err(|e| ConnectError::invalid_argument(format!("multipart upload: {e}")))?;
         let stream = http_body_util::BodyStream::new(req.into_body());
@@ -361,7 +419,7 @@ async fn upload_inner(
         .ok_or_else(|| ConnectError::invalid_argument("upload needs a path query parameter"))?;
     let dest = resolve(&target, &id)?;
     let up = Upload::begin(&id, dest, mode).await?;
-    Ok(vec![copy_body(up, req.into_body()).await?])
+    Ok(vec![copy_body(up, req.into_body(), gzip).await?])
 }
 
 #[cfg(test)]

@@ -254,10 +254,41 @@ pub fn remove(path: &Path) -> Result<(), ConnectError> {
     guard_agent(path)?;
     let meta = fs::symlink_metadata(path).map_err(|e| io_error("remove", path, &e))?;
     if meta.is_dir() {
-        fs::remove_dir_all(path).map_err(|e| io_error("remove", path, &e))
+        // Moved aside first: that needs exactly the permission removing the
+        // directory itself needs, so a refusal leaves its contents alone
+        // instead of failing after they are gone.
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => {
+                return Err(ConnectError::invalid_argument(format!(
+                    "remove {}: cannot remove the root directory",
+                    path.display()
+                )));
+            }
+        };
+        let aside = parent.join(format!(".capsule-removing-{}", random_hex(6)));
+        fs::rename(path, &aside).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBUSY) => ConnectError::invalid_argument(format!(
+                "remove {}: it is a mount point",
+                path.display()
+            )),
+            _ => io_error("remove", path, &e),
+        })?;
+        fs::remove_dir_all(&aside).map_err(|e| {
+            // Put what is left back where it was.
+            let _ = fs::rename(&aside, path);
+            io_error("remove", path, &e)
+        })
     } else {
         fs::remove_file(path).map_err(|e| io_error("remove", path, &e))
     }
+}
+
+/// `bytes` random bytes in hex, for names nobody else picks.
+pub fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Creates the parent directories of `path` for a write, as `id`.

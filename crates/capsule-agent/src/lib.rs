@@ -4,12 +4,15 @@
 //! signals, and serves an envd-compatible API (Connect protocol, JSON codec)
 //! on a unix socket the backend hands it: processes with or without a
 //! terminal, filesystem operations, directory watching and raw file
-//! transfer. The Capsule server talks to nothing else inside a sandbox.
+//! transfer, and a code interpreter (stateful Python, JavaScript and bash
+//! contexts, as E2B's code interpreter serves them). The Capsule server
+//! talks to nothing else inside a sandbox.
 
 mod files;
 mod fs;
 mod http;
 mod init;
+mod interpreter;
 mod process;
 mod service;
 mod users;
@@ -61,6 +64,7 @@ impl Default for AgentConfig {
 /// Shared state of the running agent.
 pub struct Agent {
     processes: Arc<Processes>,
+    interpreter: Arc<interpreter::Interpreter>,
     users: Users,
     watchers: watch::Watchers,
     config: AgentConfig,
@@ -138,13 +142,12 @@ async fn serve(config: AgentConfig, listener: OwnedFd) -> std::io::Result<()> {
     let reaper = Arc::new(init::Reaper::default());
     init::spawn_reaper(reaper.clone())?;
     init::spawn_signal_forwarder(config.is_init, Duration::from_secs(2))?;
+    let defaults = SpawnDefaults {
+        env: config.env.clone(),
+    };
     let agent = Arc::new(Agent {
-        processes: Processes::new(
-            reaper,
-            SpawnDefaults {
-                env: config.env.clone(),
-            },
-        ),
+        processes: Processes::new(reaper.clone(), defaults.clone()),
+        interpreter: Arc::new(interpreter::Interpreter::new(reaper, defaults)),
         users: Users::new("/etc/passwd", config.single_id),
         watchers: watch::Watchers::default(),
         config,

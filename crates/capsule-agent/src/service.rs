@@ -39,6 +39,9 @@ pub async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> HandlerResult 
         {
             connect_call(agent, req, &path).await
         }
+        (_, p) if p == "/interpreter" || p.starts_with("/interpreter/") => {
+            crate::interpreter::routes::handle(agent, req).await
+        }
         (_, p) => {
             discard(req.into_body()).await;
             unary_error(&ConnectError::new(
@@ -112,7 +115,9 @@ async fn connect_call(
             }
             .await;
             match result {
-                Ok((proc, rx)) => process_stream(agent.clone(), proc, rx),
+                Ok((proc, rx)) => {
+                    process_stream(keepalive_interval(&agent, &parts.headers), proc, rx)
+                }
                 Err(e) => stream_error(&e),
             }
         }
@@ -125,7 +130,9 @@ async fn connect_call(
             }
             .await;
             match result {
-                Ok((proc, rx)) => process_stream(agent.clone(), proc, rx),
+                Ok((proc, rx)) => {
+                    process_stream(keepalive_interval(&agent, &parts.headers), proc, rx)
+                }
                 Err(e) => stream_error(&e),
             }
         }
@@ -182,7 +189,7 @@ async fn connect_call(
             }
             .await;
             match result {
-                Ok(watch) => watch_stream(agent.clone(), watch),
+                Ok(watch) => watch_stream(keepalive_interval(&agent, &parts.headers), watch),
                 Err(e) => stream_error(&e),
             }
         }
@@ -209,13 +216,24 @@ fn is_streaming(path: &str) -> bool {
 }
 
 /// Streams a process's events to the client until it ends or the client leaves.
+/// How often an idle stream carries a keepalive: the client's
+/// `Keepalive-Ping-Interval` (seconds) when it sends one.
+fn keepalive_interval(agent: &Agent, headers: &http::HeaderMap) -> std::time::Duration {
+    headers
+        .get("keepalive-ping-interval")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (1..=3600).contains(s))
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(agent.config.keepalive)
+}
+
 fn process_stream(
-    agent: Arc<Agent>,
+    keepalive: std::time::Duration,
     proc: Arc<crate::process::Proc>,
     mut rx: mpsc::Receiver<ProcessEvent>,
 ) -> http::Response<capsule_protocol::client::Body> {
     let (tx, body) = channel_body(16);
-    let keepalive = agent.config.keepalive;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
         loop {
@@ -250,11 +268,10 @@ fn process_stream(
 }
 
 fn watch_stream(
-    agent: Arc<Agent>,
+    keepalive: std::time::Duration,
     mut watch: crate::watch::Watch,
 ) -> http::Response<capsule_protocol::client::Body> {
     let (tx, body) = channel_body(16);
-    let keepalive = agent.config.keepalive;
     tokio::spawn(async move {
         if !send_message(&tx, &WatchDirResponse::Start(WatchStart {})).await {
             return;

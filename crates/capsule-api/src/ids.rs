@@ -45,6 +45,13 @@ impl SandboxId {
     }
 }
 
+/// A random secret: 32 bytes from the operating system, as 64 hex digits.
+pub fn random_token() -> String {
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).expect("the operating system's random source failed");
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl FromStr for SandboxId {
     type Err = InvalidSandboxId;
 

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::config::EngineConfig;
 use crate::errors::{from_runtime, from_store};
-use crate::store::{SandboxRecord, Store, TemplateRecord};
+use crate::store::{AccessTokens, SandboxRecord, Store, TemplateRecord};
 use crate::templates::{self, Template};
 
 /// A running sandbox.
@@ -41,8 +41,8 @@ pub(crate) struct TemplateEntry {
 
 pub struct Engine {
     pub(crate) config: EngineConfig,
-    store: Store,
-    runtime: Arc<dyn Runtime>,
+    pub(crate) store: Store,
+    pub(crate) runtime: Arc<dyn Runtime>,
     live: Mutex<HashMap<SandboxId, Arc<Live>>>,
     /// Ids being created, counted against the capacity.
     creating: Mutex<usize>,
@@ -199,6 +199,9 @@ impl Engine {
                     SandboxState::Failed,
                     "creation was interrupted by a restart of the server",
                 ),
+                SandboxState::Stopping if rec.reason.as_deref() == Some("expired") => {
+                    (SandboxState::Deleted, "expired")
+                }
                 SandboxState::Stopping => (SandboxState::Deleted, "deleted"),
                 _ => (SandboxState::Deleted, "expired"),
             };
@@ -287,7 +290,12 @@ impl Engine {
                 ErrorKind::TemplateNotFound,
                 format!(
                     "template {name:?} does not exist; available: {}",
-                    templates.keys().cloned().collect::<Vec<_>>().join(", ")
+                    templates
+                        .iter()
+                        .filter(|(_, t)| t.availability.is_ok())
+                        .map(|(n, _)| n.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
             .with_detail("template", name)
@@ -424,6 +432,7 @@ impl Engine {
             env: p.env,
             reason: None,
             ended_at: None,
+            tokens: AccessTokens::generate(),
         };
         self.store.insert_sandbox(&rec).map_err(from_store)?;
         let mut env = template.env.clone();
@@ -465,16 +474,28 @@ impl Engine {
         Ok(result)
     }
 
+    fn expired(id: SandboxId, rec: &SandboxRecord) -> ApiError {
+        ApiError::new(
+            ErrorKind::SandboxExpired,
+            format!("sandbox {id} expired at {}", format_rfc3339(rec.expires_at)),
+        )
+        .with_detail("id", id.to_string())
+        .with_detail("expired_at", format_rfc3339(rec.expires_at))
+    }
+
     /// The error for an id that is not running.
     fn not_running(&self, id: SandboxId) -> ApiError {
         match self.store.get_sandbox(id) {
             Ok(Some(rec)) => match rec.state {
-                SandboxState::Deleted if rec.reason.as_deref() == Some("expired") => ApiError::new(
-                    ErrorKind::SandboxExpired,
-                    format!("sandbox {id} expired at {}", format_rfc3339(rec.expires_at)),
-                )
-                .with_detail("id", id.to_string())
-                .with_detail("expired_at", format_rfc3339(rec.expires_at)),
+                // Expired: past its end, on its way out, or gone.
+                SandboxState::Deleted | SandboxState::Stopping
+                    if rec.reason.as_deref() == Some("expired") =>
+                {
+                    Self::expired(id, &rec)
+                }
+                SandboxState::Running if rec.expires_at <= now_millis() => Self::expired(id, &rec),
+                // Being deleted: for its callers it is gone already.
+                SandboxState::Stopping if rec.reason.is_some() => ApiError::sandbox_not_found(id),
                 SandboxState::Failed => ApiError::new(
                     ErrorKind::SandboxNotRunning,
                     format!(
@@ -617,7 +638,7 @@ impl Engine {
     /// Stops a sandbox that was removed from the live set.
     async fn stop(&self, id: SandboxId, reason: &str) -> Result<(), ApiError> {
         self.store
-            .set_state(id, SandboxState::Stopping, None, None)
+            .set_state(id, SandboxState::Stopping, Some(reason), None)
             .map_err(from_store)?;
         match self.runtime.destroy(id).await {
             Ok(()) => {
@@ -670,6 +691,16 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.runtime.shutdown().await;
+    }
+
+    /// Records of the sandboxes in the live set.
+    pub(crate) fn live_records(&self) -> Vec<SandboxRecord> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|l| l.record())
+            .collect()
     }
 
     /// How many sandboxes run now.

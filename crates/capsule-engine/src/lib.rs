@@ -2,6 +2,7 @@
 //! (JSON-RPC, WebSocket terminal, E2B routes, MCP, the CLI) parse and
 //! validate at the edge and call these methods.
 
+mod access;
 pub mod config;
 mod engine;
 pub mod errors;
@@ -12,6 +13,7 @@ pub mod store;
 pub mod templates;
 mod terminal;
 
+pub use access::SandboxAccess;
 pub use config::EngineConfig;
 pub use engine::Engine;
 pub use terminal::{Terminal, TerminalControl, TerminalEvent};

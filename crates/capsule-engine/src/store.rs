@@ -12,7 +12,7 @@ use capsule_api::timefmt::UnixMillis;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,6 +50,26 @@ pub struct SandboxRecord {
     /// Why it failed, or why it was deleted ("expired", "deleted").
     pub reason: Option<String>,
     pub ended_at: Option<UnixMillis>,
+    /// Secrets that open the sandbox's in-sandbox APIs to E2B clients.
+    pub tokens: AccessTokens,
+}
+
+/// The per-sandbox secrets of the E2B front door: the envd access token
+/// (`X-Access-Token`, also the key of signed file URLs) and the traffic
+/// token of the code interpreter.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessTokens {
+    pub envd: String,
+    pub traffic: String,
+}
+
+impl AccessTokens {
+    pub fn generate() -> Self {
+        Self {
+            envd: capsule_api::ids::random_token(),
+            traffic: capsule_api::ids::random_token(),
+        }
+    }
 }
 
 /// A template definition as stored.
@@ -80,6 +100,8 @@ fn map_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, SandboxRecor
             env: row.get(9)?,
             reason: row.get(10)?,
             ended_at: row.get(11)?,
+            access_token: row.get(12)?,
+            traffic_token: row.get(13)?,
         },
     ))
 }
@@ -96,6 +118,8 @@ struct SandboxRecordRaw {
     env: String,
     reason: Option<String>,
     ended_at: Option<i64>,
+    access_token: Option<String>,
+    traffic_token: Option<String>,
 }
 
 impl SandboxRecordRaw {
@@ -119,11 +143,15 @@ impl SandboxRecordRaw {
             env: serde_json::from_str(&self.env).map_err(|e| corrupt(format!("env: {e}")))?,
             reason: self.reason,
             ended_at: self.ended_at,
+            tokens: AccessTokens {
+                envd: self.access_token.unwrap_or_default(),
+                traffic: self.traffic_token.unwrap_or_default(),
+            },
         })
     }
 }
 
-const SELECT: &str = "SELECT id, template, state, created_at, expires_at, cpu, memory_mb, pids, metadata, env, reason, ended_at FROM sandboxes";
+const SELECT: &str = "SELECT id, template, state, created_at, expires_at, cpu, memory_mb, pids, metadata, env, reason, ended_at, access_token, traffic_token FROM sandboxes";
 
 impl Store {
     /// Opens (creating if needed) the database at `path`.
@@ -169,7 +197,9 @@ impl Store {
                  metadata TEXT NOT NULL,
                  env TEXT NOT NULL,
                  reason TEXT,
-                 ended_at INTEGER
+                 ended_at INTEGER,
+                 access_token TEXT,
+                 traffic_token TEXT
              );
              CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
              CREATE TABLE IF NOT EXISTS templates (
@@ -190,17 +220,25 @@ impl Store {
                     known: SCHEMA_VERSION,
                 });
             }
-            Some(_) => {}
-            None => {
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
-                    params![SCHEMA_VERSION.to_string()],
-                )?;
-            }
+            Some(found) => migrate(&conn, found)?,
+            None => {}
         }
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
+            params![SCHEMA_VERSION.to_string()],
+        )?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Keeps the E2B tokens of a sandbox recorded before they existed.
+    pub fn set_tokens(&self, id: SandboxId, tokens: &AccessTokens) -> Result<()> {
+        self.conn().execute(
+            "UPDATE sandboxes SET access_token = ?2, traffic_token = ?3 WHERE id = ?1",
+            params![id.as_str(), tokens.envd, tokens.traffic],
+        )?;
+        Ok(())
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -209,8 +247,8 @@ impl Store {
 
     pub fn insert_sandbox(&self, r: &SandboxRecord) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO sandboxes (id, template, state, created_at, expires_at, cpu, memory_mb, pids, metadata, env, reason, ended_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO sandboxes (id, template, state, created_at, expires_at, cpu, memory_mb, pids, metadata, env, reason, ended_at, access_token, traffic_token)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 r.id.as_str(),
                 r.template,
@@ -224,6 +262,8 @@ impl Store {
                 serde_json::to_string(&r.env).expect("maps serialize"),
                 r.reason,
                 r.ended_at,
+                r.tokens.envd,
+                r.tokens.traffic,
             ],
         )?;
         Ok(())
@@ -333,6 +373,18 @@ impl Store {
     }
 }
 
+/// Brings a database written by an older version up to date.
+fn migrate(conn: &Connection, from: i64) -> Result<()> {
+    if from < 2 {
+        // Version 2: per-sandbox tokens for the E2B front door.
+        conn.execute_batch(
+            "ALTER TABLE sandboxes ADD COLUMN access_token TEXT;
+             ALTER TABLE sandboxes ADD COLUMN traffic_token TEXT;",
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +403,7 @@ mod tests {
             env: [("A".to_owned(), "b".to_owned())].into(),
             reason: None,
             ended_at: None,
+            tokens: AccessTokens::generate(),
         }
     }
 
@@ -417,6 +470,33 @@ mod tests {
                 .insert_sandbox(&record("abc12345", SandboxState::Running))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn version_1_databases_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema', '1');
+             CREATE TABLE sandboxes (id TEXT PRIMARY KEY, template TEXT NOT NULL, state TEXT NOT NULL,
+                 created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, cpu REAL NOT NULL,
+                 memory_mb INTEGER NOT NULL, pids INTEGER NOT NULL, metadata TEXT NOT NULL,
+                 env TEXT NOT NULL, reason TEXT, ended_at INTEGER);
+             INSERT INTO sandboxes VALUES ('abc12345', 'base', 'running', 1, 2, 1.0, 512, 256, '{}', '{}', NULL, NULL);",
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        let rec = store
+            .get_sandbox("abc12345".parse().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.tokens, AccessTokens::default());
+        let tokens = AccessTokens::generate();
+        store.set_tokens(rec.id, &tokens).unwrap();
+        assert_eq!(store.get_sandbox(rec.id).unwrap().unwrap().tokens, tokens);
     }
 
     #[test]

@@ -140,8 +140,20 @@ pub fn builtin() -> Vec<Template> {
             run: RunStyle::Argument {
                 argv: vec!["python3".into(), "-c".into()],
             },
-            env: python_env,
+            env: python_env.clone(),
             requires: vec!["python3".into()],
+            extra_binds: Vec::new(),
+        },
+        Template {
+            name: "code-interpreter-v1".into(),
+            description: "Python 3 for E2B's code interpreter SDKs: stateful Python, \
+                          JavaScript (when node is installed) and bash contexts"
+                .into(),
+            run: RunStyle::Argument {
+                argv: vec!["python3".into(), "-c".into()],
+            },
+            env: python_env.clone(),
+            requires: vec!["python3".into(), "bash".into()],
             extra_binds: Vec::new(),
         },
         Template {
@@ -178,9 +190,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtins_are_the_documented_four() {
+    fn builtins_are_the_documented_five() {
         let names: Vec<_> = builtin().into_iter().map(|t| t.name).collect();
-        assert_eq!(names, ["base", "python", "node", "go"]);
+        assert_eq!(
+            names,
+            ["base", "python", "code-interpreter-v1", "node", "go"]
+        );
     }
 
     #[test]

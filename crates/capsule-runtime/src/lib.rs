@@ -147,6 +147,11 @@ pub trait Runtime: Send + Sync {
         })
     }
 
+    /// Bytes free for sandboxes' files, when the backend can tell.
+    fn disk_capacity(&self) -> Option<u64> {
+        None
+    }
+
     /// Releases what the backend holds for itself (not the sandboxes, which
     /// keep running) before the server exits.
     async fn shutdown(&self) {}

@@ -1,6 +1,8 @@
 //! The Capsule server's front doors. Each parses and validates at the edge
 //! and calls the engine; no business rule lives here.
 
+mod auth;
+mod e2b;
 mod health;
 mod rpc;
 mod terminal;
@@ -17,6 +19,9 @@ use capsule_engine::Engine;
 pub struct ServerConfig {
     /// The largest request body `/rpc` accepts.
     pub max_body_bytes: usize,
+    /// Keys that open the control plane; none means open to anyone who can
+    /// connect (loopback only, unless the operator says otherwise).
+    pub api_keys: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -24,6 +29,7 @@ impl Default for ServerConfig {
         Self {
             // A 64 MiB file as base64 plus the envelope.
             max_body_bytes: 96 << 20,
+            api_keys: Vec::new(),
         }
     }
 }
@@ -44,6 +50,18 @@ pub fn app(engine: Arc<Engine>, config: ServerConfig) -> Router {
         .route("/rpc", post(rpc::handle))
         .route("/terminal/{id}", get(terminal::handle))
         .route("/health", get(health::handle))
+        .merge(e2b::routes())
+        .fallback(e2b::no_route)
+        .method_not_allowed_fallback(e2b::wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        // In-sandbox traffic is authenticated by each sandbox's own tokens.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            e2b::intercept,
+        ))
         .with_state(state)
 }
 

@@ -5,7 +5,8 @@
 //! are control messages, JSON: `{"type":"resize","cols":120,"rows":40}`.
 //! The initial size comes from `?cols=&rows=` (default 80x24). When the
 //! shell exits the server closes the socket with code 1000 and the exit
-//! status as the reason; when the client goes, the shell is ended.
+//! status as the reason; when the sandbox ends, with 1001 and why; when the
+//! client closes, the server answers its close frame and ends the shell.
 
 use std::collections::HashMap;
 
@@ -67,7 +68,8 @@ pub(crate) async fn handle(
         Ok(t) => t,
         Err(e) => return error_response(&e),
     };
-    ws.on_upgrade(move |socket| bridge(socket, terminal))
+    let engine = state.engine.clone();
+    ws.on_upgrade(move |socket| bridge(socket, terminal, engine, id))
 }
 
 #[derive(Deserialize)]
@@ -116,12 +118,21 @@ impl Utf8Stream {
     }
 }
 
-async fn bridge(socket: WebSocket, mut terminal: Terminal) {
+async fn bridge(
+    socket: WebSocket,
+    mut terminal: Terminal,
+    engine: std::sync::Arc<capsule_engine::Engine>,
+    id: SandboxId,
+) {
     let control = terminal.control();
     let (mut tx, mut rx) = socket.split();
+    let (closed_tx, mut closed_rx) = tokio::sync::oneshot::channel::<Option<CloseFrame>>();
     let input: tokio::task::JoinHandle<()> = {
         let control = control.clone();
-        tokio::spawn(async move { forward_input(&mut rx, &control).await })
+        tokio::spawn(async move {
+            let frame = forward_input(&mut rx, &control).await;
+            let _ = closed_tx.send(frame);
+        })
     };
     let mut decoder = Utf8Stream::default();
     let mut close = CloseFrame {
@@ -142,23 +153,30 @@ async fn bridge(socket: WebSocket, mut terminal: Terminal) {
                     break;
                 }
                 Some(Err(e)) => {
-                    close = CloseFrame { code: 1011, reason: truncate_reason(&e.message).into() };
+                    close = match engine.agent(id) {
+                        // The sandbox ended (expired or deleted): say so.
+                        Err(gone) => CloseFrame { code: 1001, reason: truncate_reason(&gone.message).into() },
+                        Ok(_) => CloseFrame { code: 1011, reason: truncate_reason(&e.message).into() },
+                    };
                     break;
                 }
                 None => break,
             },
-            _ = wait_finished(&input) => break,
+            frame = &mut closed_rx => {
+                // The client closed (or went away): answer its close frame.
+                if let Ok(Some(frame)) = frame {
+                    // Codes 1005, 1006 and 1015 only describe closes; they are never sent.
+                    let code = if matches!(frame.code, 1005 | 1006 | 1015) { 1000 } else { frame.code };
+                    close = CloseFrame { code, reason: "closed by the client".into() };
+                }
+                break;
+            }
         }
     }
     input.abort();
     let _ = tx.send(Message::Close(Some(close))).await;
+    let _ = tx.close().await;
     control.close().await;
-}
-
-async fn wait_finished(handle: &tokio::task::JoinHandle<()>) {
-    while !handle.is_finished() {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// Close reasons must fit in a control frame (123 bytes).
@@ -173,10 +191,12 @@ fn truncate_reason(s: &str) -> String {
     out
 }
 
+/// Forwards the client's frames until it closes (its close frame, if any)
+/// or input cannot be delivered.
 async fn forward_input(
     rx: &mut futures_util::stream::SplitStream<WebSocket>,
     control: &TerminalControl,
-) {
+) -> Option<CloseFrame> {
     while let Some(Ok(msg)) = rx.next().await {
         let result = match msg {
             Message::Text(text) => control.input(text.as_bytes().to_vec()).await,
@@ -187,14 +207,20 @@ async fn forward_input(
                     Ok(())
                 }
             },
-            Message::Close(_) => return,
+            Message::Close(frame) => {
+                return Some(frame.unwrap_or(CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                }));
+            }
             Message::Ping(_) | Message::Pong(_) => Ok(()),
         };
         if let Err(e) = result {
             tracing::debug!("terminal input failed: {}", e.message);
-            return;
+            return None;
         }
     }
+    None
 }
 
 #[cfg(test)]

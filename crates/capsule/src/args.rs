@@ -23,6 +23,9 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     pub url: String,
+    /// The API key to present to the server, if it requires one.
+    #[arg(long, global = true, env = "CAPSULE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Print machine-readable JSON instead of human-readable text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -65,9 +68,19 @@ pub struct ServeArgs {
     /// [default: /var/lib/capsule as root, ~/.local/state/capsule otherwise].
     #[arg(long, env = "CAPSULE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Serve on a non-loopback address although requests are not authenticated.
+    /// Serve on a non-loopback address without API keys.
     #[arg(long)]
     pub allow_remote: bool,
+    /// API keys clients must present (`Authorization: Bearer`, or
+    /// `X-API-Key` as E2B's SDKs send it), comma-separated or repeated. With
+    /// none the server is open to whoever can connect.
+    #[arg(
+        long = "api-keys",
+        env = "CAPSULE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
     /// First host uid/gid of the range sandbox ids map to (as root).
     #[arg(long, env = "CAPSULE_UID_BASE", default_value_t = 1_500_000_000)]
     pub uid_base: u32,

@@ -35,12 +35,13 @@ impl std::error::Error for CallError {}
 
 pub struct Client {
     base: String,
+    api_key: Option<String>,
     http: HttpClient<HttpConnector, Full<Bytes>>,
     next_id: AtomicU64,
 }
 
 impl Client {
-    pub fn new(url: &str) -> anyhow::Result<Self> {
+    pub fn new(url: &str, api_key: Option<String>) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         if base.starts_with("https://") {
             bail!(
@@ -55,9 +56,15 @@ impl Client {
         let http = HttpClient::builder(TokioExecutor::new()).build_http();
         Ok(Self {
             base,
+            api_key: api_key.filter(|k| !k.is_empty()),
             http,
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// The API key, for requests made outside `call` (the terminal).
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.as_deref()
     }
 
     /// The WebSocket URL of a server path.
@@ -77,8 +84,12 @@ impl Client {
     ) -> Result<T, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body = serde_json::to_vec(&request(id, method, params)).expect("requests serialize");
-        let req = http::Request::post(format!("{}/rpc", self.base))
-            .header(http::header::CONTENT_TYPE, "application/json")
+        let mut req = http::Request::post(format!("{}/rpc", self.base))
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(key) = &self.api_key {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Other(anyhow!(e)))?;
         let resp = self.http.request(req).await.map_err(|e| {

@@ -276,6 +276,38 @@ fn a_memory_hog_is_killed_and_the_sandbox_survives() {
 }
 
 #[test]
+fn filling_tmp_fails_the_write_not_the_sandbox() {
+    let server = Server::start();
+    let id = server.ok(
+        "sandbox.v1.create",
+        json!({"template": "base", "memory_mb": 128}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = server.ok(
+        "sandbox.v1.exec",
+        json!({"id": id, "cmd": "head -c 127M /dev/zero > /tmp/fill", "timeout_ms": 30000}),
+    );
+    assert_ne!(r["exit_code"], 0, "{r}");
+    assert!(
+        r["stderr"].as_str().unwrap().contains("No space left"),
+        "{r}"
+    );
+    // The sandbox, its agent and the files it had are all still there.
+    assert_eq!(
+        server.ok("sandbox.v1.get", json!({"id": id}))["state"],
+        "running"
+    );
+    server.exec(&id, json!(["rm", "/tmp/fill"]));
+    assert_eq!(
+        server.exec(&id, json!(["echo", "alive"]))["stdout"],
+        "alive\n"
+    );
+    server.shutdown_and_check_clean();
+}
+
+#[test]
 fn output_floods_are_capped_and_sigterm_is_no_shield() {
     let server = Server::start_with(&["--output-limit", "1048576"]);
     let id = server.create("base");

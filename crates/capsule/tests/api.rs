@@ -507,3 +507,34 @@ fn health_reports_version_and_backend() {
     assert!(v["version"].is_string());
     server.shutdown_and_check_clean();
 }
+
+#[test]
+fn a_refused_remove_leaves_everything_in_place() {
+    let server = Server::start();
+    let id = server.create("base");
+    server.ok(
+        "sandbox.v1.writeFile",
+        json!({"id": id, "path": "/workspace/keep/me.txt", "content": b64(b"precious")}),
+    );
+    // The user owns /workspace but not /, so /workspace itself cannot go.
+    let e = server.err("sandbox.v1.remove", json!({"id": id, "path": "/workspace"}));
+    assert!(e["message"].as_str().unwrap().contains("/workspace"), "{e}");
+    let back = server.ok(
+        "sandbox.v1.readFile",
+        json!({"id": id, "path": "/workspace/keep/me.txt"}),
+    );
+    assert_eq!(unb64(back["content"].as_str().unwrap()), b"precious");
+    // What the user may remove goes, contents and all.
+    server.ok(
+        "sandbox.v1.remove",
+        json!({"id": id, "path": "/workspace/keep"}),
+    );
+    let list = server.ok(
+        "sandbox.v1.listDir",
+        json!({"id": id, "path": "/workspace"}),
+    );
+    assert_eq!(list["entries"], json!([]), "{list}");
+    let hidden = server.exec(&id, json!(["ls", "-A", "/workspace"]));
+    assert_eq!(hidden["stdout"], "", "nothing is left behind: {hidden}");
+    server.shutdown_and_check_clean();
+}

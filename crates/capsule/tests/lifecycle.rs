@@ -218,3 +218,35 @@ fn many_sandboxes_come_and_go_without_leaks() {
     }
     server.shutdown_and_check_clean();
 }
+
+#[test]
+fn a_command_cut_short_by_its_sandbox_ending_says_why() {
+    let server = std::sync::Arc::new(Server::start());
+    let expiring = server.ok(
+        "sandbox.v1.create",
+        json!({"template": "base", "ttl_ms": 2000}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let e = server.err(
+        "sandbox.v1.exec",
+        json!({"id": expiring, "cmd": "echo hi; sleep 10"}),
+    );
+    assert_eq!(e["data"]["kind"], "sandbox_expired", "{e}");
+
+    let deleted = server.create("base");
+    let s2 = server.clone();
+    let id2 = deleted.clone();
+    let running = std::thread::spawn(move || {
+        s2.err("sandbox.v1.exec", json!({"id": id2, "cmd": "sleep 10"}))
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    server.ok("sandbox.v1.delete", json!({"id": deleted}));
+    let e = running.join().unwrap();
+    assert_eq!(e["data"]["kind"], "sandbox_not_found", "{e}");
+    std::sync::Arc::try_unwrap(server)
+        .ok()
+        .expect("the thread is done")
+        .shutdown_and_check_clean();
+}

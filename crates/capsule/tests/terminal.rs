@@ -92,10 +92,50 @@ async fn initial_size_and_resize_while_connected() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     ws.close(None).await.unwrap();
+    // The server answers the close frame (a clean close, not a dropped connection).
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(f))) => return Some(f),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the server answers within 10 s");
+    assert!(answer.is_some(), "no close frame came back");
     let gone = common::eventually(Duration::from_secs(10), || {
         server.exec(&id, serde_json::json!("pgrep -c sleep || true"))["stdout"] == "0\n"
     });
     assert!(gone, "the shell's children outlived the terminal");
+    server.shutdown_and_check_clean();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_terminal_closes_with_the_reason_when_its_sandbox_goes() {
+    let server = Server::start();
+    let id = server.create("base");
+    let url = format!("ws://127.0.0.1:{}/terminal/{id}", server.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut seen = String::new();
+    ws.send(Message::Text("echo ready\n".into())).await.unwrap();
+    read_until(&mut ws, &mut seen, "ready").await;
+    server.ok("sandbox.v1.delete", serde_json::json!({"id": id}));
+    let close = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(f))) => return f,
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the socket closes when the sandbox is deleted")
+    .expect("a close frame");
+    assert_eq!(u16::from(close.code), 1001, "{close:?}");
+    assert!(close.reason.as_str().contains(&id), "{close:?}");
     server.shutdown_and_check_clean();
 }
 

@@ -3,7 +3,7 @@
 //! resizing, and ending them on a deadline.
 
 mod pty;
-mod spawn;
+pub(crate) mod spawn;
 pub mod tree;
 
 use std::collections::HashMap;
@@ -396,11 +396,13 @@ async fn pump(
     }
     let status = status.unwrap_or(capsule_sys::process::ExitStatus::Signaled(libc::SIGKILL));
     let (exit_code, text) = end_fields(status);
+    // E2B's SDKs use `error` as the message of their exit exception.
+    let error = (exit_code != 0).then(|| text.clone());
     proc.finish(EndEvent {
         exit_code,
         exited: true,
         status: text,
-        error: None,
+        error,
     })
     .await;
 }

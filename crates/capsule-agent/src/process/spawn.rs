@@ -33,7 +33,7 @@ pub(super) struct Spawned {
     pub pty: Option<PtyMaster>,
 }
 
-fn start_error(cmd: &str, err: &io::Error) -> ConnectError {
+pub(crate) fn start_error(cmd: &str, err: &io::Error) -> ConnectError {
     match err.kind() {
         io::ErrorKind::NotFound => ConnectError::new(
             Code::NotFound,
@@ -48,7 +48,7 @@ fn start_error(cmd: &str, err: &io::Error) -> ConnectError {
 }
 
 /// The environment of a new process: defaults, then the user's, then the request's.
-pub(super) fn environment(
+pub(crate) fn environment(
     defaults: &SpawnDefaults,
     id: &Identity,
     request: &BTreeMap<String, String>,
@@ -113,7 +113,7 @@ pub(super) fn spawn(
     let env = environment(defaults, id, &p.envs, req.pty.is_some());
     let mut cmd = Command::new(&p.cmd);
     cmd.args(&p.args).env_clear().envs(&env).current_dir(&cwd);
-    let switch_to = (id.uid != rustix::process::geteuid().as_raw()).then_some((id.uid, id.gid));
+    let switch_to = switch_to(id);
 
     let mut pty_master = None;
     let mut stdin_pipe = None;
@@ -138,6 +138,57 @@ pub(super) fn spawn(
             cmd.stdin(Stdio::null());
         }
     }
+    under_shim(&mut cmd, terminal, switch_to, cwd_c);
+
+    let mut child = cmd.spawn().map_err(|e| start_error(&p.cmd, &e))?;
+    let pid = child.id();
+    let to_receiver = |fd: OwnedFd| {
+        pipe::Receiver::from_owned_fd(fd)
+            .map_err(|e| ConnectError::internal(format!("output pipe: {e}")))
+    };
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| to_receiver(s.into()))
+        .transpose()?;
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| to_receiver(s.into()))
+        .transpose()?;
+    if let Some(s) = child.stdin.take() {
+        let fd: OwnedFd = s.into();
+        stdin_pipe = Some(
+            pipe::Sender::from_owned_fd(fd)
+                .map_err(|e| ConnectError::internal(format!("input pipe: {e}")))?,
+        );
+    }
+    // The reaper collects the exit status; the handle itself is not needed.
+    drop(child);
+    Ok(Spawned {
+        pid,
+        stdout,
+        stderr,
+        stdin: stdin_pipe,
+        pty: pty_master,
+    })
+}
+
+/// The uid and gid to switch to for `id`, when the agent does not already run as it.
+pub(crate) fn switch_to(id: &Identity) -> Option<(u32, u32)> {
+    (id.uid != rustix::process::geteuid().as_raw()).then_some((id.uid, id.gid))
+}
+
+/// Makes `cmd` start in a session of its own below a shim (see `shim`), as
+/// `switch_to` when given, in `cwd` (entered again after switching, with
+/// the user's permissions). With `terminal`, its stdin is the terminal that
+/// becomes the session's controlling one.
+pub(crate) fn under_shim(
+    cmd: &mut Command,
+    terminal: bool,
+    switch_to: Option<(u32, u32)>,
+    cwd: CString,
+) {
     // SAFETY: the closure runs in the child between fork and exec, in a copy
     // of a multi-threaded process, so it makes only async-signal-safe system
     // calls on values prepared before the fork. It turns the child into the
@@ -178,46 +229,13 @@ pub(super) fn spawn(
                     return Err(io::Error::last_os_error());
                 }
                 // Enter the directory again with the user's permissions.
-                if libc::chdir(cwd_c.as_ptr()) == -1 {
+                if libc::chdir(cwd.as_ptr()) == -1 {
                     return Err(io::Error::last_os_error());
                 }
             }
             Ok(())
         });
     }
-
-    let mut child = cmd.spawn().map_err(|e| start_error(&p.cmd, &e))?;
-    let pid = child.id();
-    let to_receiver = |fd: OwnedFd| {
-        pipe::Receiver::from_owned_fd(fd)
-            .map_err(|e| ConnectError::internal(format!("output pipe: {e}")))
-    };
-    let stdout = child
-        .stdout
-        .take()
-        .map(|s| to_receiver(s.into()))
-        .transpose()?;
-    let stderr = child
-        .stderr
-        .take()
-        .map(|s| to_receiver(s.into()))
-        .transpose()?;
-    if let Some(s) = child.stdin.take() {
-        let fd: OwnedFd = s.into();
-        stdin_pipe = Some(
-            pipe::Sender::from_owned_fd(fd)
-                .map_err(|e| ConnectError::internal(format!("input pipe: {e}")))?,
-        );
-    }
-    // The reaper collects the exit status; the handle itself is not needed.
-    drop(child);
-    Ok(Spawned {
-        pid,
-        stdout,
-        stderr,
-        stdin: stdin_pipe,
-        pty: pty_master,
-    })
 }
 
 /// The shim: a small process between the agent and each started process.

@@ -609,6 +609,11 @@ impl Runtime for NativeRuntime {
         ids.into_iter().collect()
     }
 
+    fn disk_capacity(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.opts.dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     async fn shutdown(&self) {
         self.pool.drain().await;
         // With no sandbox left, nothing of this server stays in the cgroup tree.
@@ -662,15 +667,16 @@ impl NativeRuntime {
         }
 
         let memory_bytes = spec.memory_mb.saturating_mul(1 << 20);
-        let slot = match self.pool.take() {
-            Some(slot) => slot,
-            None => slots::prepare(&self.opts.launcher, self.cgroups.as_ref())
-                .await
-                .map_err(|reason| RuntimeError::StartFailed { id, reason })?,
-        };
+        let slot = self
+            .pool
+            .take_or_prepare(&self.opts.launcher, self.cgroups.as_ref())
+            .await
+            .map_err(|reason| RuntimeError::StartFailed { id, reason })?;
         if let Some(name) = &slot.cgroup_name {
             // Recorded first, so a failure below still cleans the cgroup up.
-            fs::write(dir.join("cgroup"), name).map_err(io_ctx("recording the cgroup"))?;
+            let recorded = fs::write(dir.join("cgroup"), name);
+            self.pool.release(name);
+            recorded.map_err(io_ctx("recording the cgroup"))?;
         }
         if let Some(cg) = &slot.cgroup {
             let period = 100_000u64;
@@ -684,7 +690,10 @@ impl NativeRuntime {
                 .map_err(|e| RuntimeError::sys(format!("setting the limits of {id}"), e))?;
         }
         let (user_uid, user_gid) = self.user_ids();
-        let tmp_size = self.opts.tmp_bytes.min(memory_bytes.max(16 << 20));
+        // Half the memory at most: tmpfs pages count against the sandbox's
+        // memory and cannot be reclaimed, so a full /tmp must leave room
+        // for the agent (or the out-of-memory killer ends the sandbox).
+        let tmp_size = self.opts.tmp_bytes.min(memory_bytes / 2).max(8 << 20);
         let init_spec = InitSpec {
             id: id.to_string(),
             hostname: "capsule".to_owned(),

@@ -7,6 +7,7 @@
 //! leaves only the real work on the create path. The pool refills in the
 //! background.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, Weak};
@@ -32,8 +33,13 @@ fn random_name() -> String {
     format!("slot-{hex}")
 }
 
-/// Starts a launcher and moves it into a new cgroup.
-pub async fn prepare(launcher: &PathBuf, cgroups: Option<&Cgroups>) -> Result<Slot, String> {
+/// Starts a launcher and moves it into a new cgroup, whose name goes into
+/// `claimed` before the cgroup exists (so a concurrent sweep spares it).
+async fn prepare(
+    launcher: &PathBuf,
+    cgroups: Option<&Cgroups>,
+    claimed: &Mutex<BTreeSet<String>>,
+) -> Result<Slot, String> {
     let mut child = tokio::process::Command::new(launcher)
         .arg(init::LAUNCHER_ARG)
         .env_clear()
@@ -51,14 +57,33 @@ pub async fn prepare(launcher: &PathBuf, cgroups: Option<&Cgroups>) -> Result<Sl
         });
     };
     let name = random_name();
+    claimed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.clone());
+    let unclaim = |name: &str| {
+        claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    };
     let no_limits = Limits {
         cpu_period_us: 100_000,
         ..Limits::default()
     };
-    let cg = cgroups
-        .create(&name, &no_limits)
-        .map_err(|e| format!("creating cgroup {name}: {}", chain(&e)))?;
-    let pid = child.id().ok_or("the launcher exited at once")?.to_string();
+    let cg = match cgroups.create(&name, &no_limits) {
+        Ok(cg) => cg,
+        Err(e) => {
+            unclaim(&name);
+            return Err(format!("creating cgroup {name}: {}", chain(&e)));
+        }
+    };
+    let Some(pid) = child.id() else {
+        let _ = cg.remove();
+        unclaim(&name);
+        return Err("the launcher exited at once".to_owned());
+    };
+    let pid = pid.to_string();
     let files = cg.procs_files();
     let moved = tokio::task::spawn_blocking(move || {
         for f in files {
@@ -72,6 +97,7 @@ pub async fn prepare(launcher: &PathBuf, cgroups: Option<&Cgroups>) -> Result<Sl
         let _ = child.start_kill();
         let _ = child.wait().await;
         let _ = cg.remove();
+        unclaim(&name);
         return Err(e);
     }
     Ok(Slot {
@@ -84,6 +110,9 @@ pub async fn prepare(launcher: &PathBuf, cgroups: Option<&Cgroups>) -> Result<Sl
 /// Ready slots and the task that keeps them topped up.
 pub struct Pool {
     ready: Mutex<Vec<Slot>>,
+    /// Cgroups of slots being prepared, ready, or handed out and not yet
+    /// recorded by their sandbox.
+    claimed: Mutex<BTreeSet<String>>,
     target: usize,
     wake: Arc<Notify>,
 }
@@ -92,6 +121,7 @@ impl Pool {
     pub fn new(target: usize) -> Arc<Self> {
         Arc::new(Self {
             ready: Mutex::new(Vec::new()),
+            claimed: Mutex::new(BTreeSet::new()),
             target,
             wake: Arc::new(Notify::new()),
         })
@@ -101,6 +131,27 @@ impl Pool {
         let slot = self.ready.lock().unwrap_or_else(|p| p.into_inner()).pop();
         self.wake.notify_one();
         slot
+    }
+
+    /// A slot for a sandbox: a ready one, or else one prepared now. Its
+    /// cgroup stays claimed until `release`.
+    pub async fn take_or_prepare(
+        &self,
+        launcher: &PathBuf,
+        cgroups: Option<&Cgroups>,
+    ) -> Result<Slot, String> {
+        match self.take() {
+            Some(slot) => Ok(slot),
+            None => prepare(launcher, cgroups, &self.claimed).await,
+        }
+    }
+
+    /// Ends the claim on a cgroup once its sandbox has recorded it.
+    pub fn release(&self, name: &str) {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     /// Stops every ready launcher and removes its cgroup.
@@ -113,16 +164,19 @@ impl Pool {
             if let Some(cg) = slot.cgroup {
                 let _ = tokio::task::spawn_blocking(move || cg.remove()).await;
             }
+            if let Some(name) = &slot.cgroup_name {
+                self.release(name);
+            }
         }
     }
 
-    /// The cgroup names the pool holds (so leftover sweeps spare them).
+    /// The cgroup names the pool claims (so leftover sweeps spare them).
     pub fn cgroup_names(&self) -> Vec<String> {
-        self.ready
+        self.claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter_map(|s| s.cgroup_name.clone())
+            .cloned()
             .collect()
     }
 
@@ -146,7 +200,10 @@ impl Pool {
                     continue;
                 }
                 drop(p);
-                match prepare(&launcher, cgroups.as_ref()).await {
+                let Some(p) = pool.upgrade() else { return };
+                let prepared = prepare(&launcher, cgroups.as_ref(), &p.claimed).await;
+                drop(p);
+                match prepared {
                     Ok(slot) => {
                         failures = 0;
                         let Some(p) = pool.upgrade() else { return };

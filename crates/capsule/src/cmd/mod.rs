@@ -19,7 +19,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let json = cli.json;
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        other => match Client::new(&cli.url) {
+        other => match Client::new(&cli.url, cli.api_key.clone()) {
             Ok(client) => dispatch(&client, other, json).await,
             Err(e) => Err(e),
         },

@@ -75,10 +75,17 @@ async fn shutdown_signal() {
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&a.log_format);
-    if !is_loopback(&a.listen) && !a.allow_remote {
+    let api_keys: Vec<String> = a
+        .api_keys
+        .iter()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .collect();
+    if !is_loopback(&a.listen) && api_keys.is_empty() && !a.allow_remote {
         bail!(
-            "refusing to listen on {} without authentication: anyone who reaches it could run code here. \
-             Listen on 127.0.0.1 (the default), or pass --allow-remote if a proxy in front authenticates requests",
+            "refusing to listen on {} without API keys: anyone who reaches it could run code here. \
+             Give keys with --api-keys, listen on 127.0.0.1 (the default), or pass --allow-remote \
+             if a proxy in front authenticates requests",
             a.listen
         );
     }
@@ -114,6 +121,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         output_limit_bytes: a.output_limit,
         ..EngineConfig::default()
     };
+    if config.default_ttl_ms < 1000 {
+        bail!(
+            "--default-ttl-ms {} is too short: sandboxes live at least 1000 ms",
+            config.default_ttl_ms
+        );
+    }
     if config.default_ttl_ms > config.max_ttl_ms {
         bail!(
             "--default-ttl-ms {} is above --max-ttl-ms {}",
@@ -153,6 +166,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.clone(),
         ServerConfig {
             max_body_bytes: a.max_request_bytes,
+            api_keys,
         },
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -61,7 +61,17 @@ fn resize_message(cols: u16, rows: u16) -> Message {
 pub async fn run(client: &Client, a: ShellArgs) -> anyhow::Result<ExitCode> {
     let (cols, rows) = window_size();
     let url = client.ws_url(&format!("/terminal/{}?cols={cols}&rows={rows}", a.id));
-    let (ws, _) = match tokio_tungstenite::connect_async(&url).await {
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            url.as_str(),
+        )?;
+    if let Some(key) = client.api_key() {
+        request.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {key}").parse()?,
+        );
+    }
+    let (ws, _) = match tokio_tungstenite::connect_async(request).await {
         Ok(ok) => ok,
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let body = resp

@@ -1,0 +1,71 @@
+//! What front doors that route to a sandbox's own APIs need: its agent and
+//! the secrets that open it (E2B clients present the envd access token), and
+//! raw views of the records for listings in other formats.
+
+use capsule_api::timefmt::now_millis;
+use capsule_api::{ApiError, SandboxId};
+use capsule_protocol::client::AgentClient;
+use capsule_runtime::Usage;
+
+use crate::engine::Engine;
+use crate::errors::{from_runtime, from_store};
+use crate::store::{AccessTokens, SandboxRecord};
+
+/// A running sandbox as a routing front door sees it.
+#[derive(Clone)]
+pub struct SandboxAccess {
+    pub record: SandboxRecord,
+    pub agent: AgentClient,
+}
+
+impl Engine {
+    /// A running sandbox with its tokens (made and stored now for
+    /// sandboxes recorded before tokens existed).
+    pub fn access(&self, id: SandboxId) -> Result<SandboxAccess, ApiError> {
+        let live = self.running(id)?;
+        let mut record = live.record();
+        if record.tokens.envd.is_empty() {
+            let tokens = AccessTokens::generate();
+            self.store.set_tokens(id, &tokens).map_err(from_store)?;
+            live.record.lock().unwrap_or_else(|p| p.into_inner()).tokens = tokens.clone();
+            record.tokens = tokens;
+        }
+        Ok(SandboxAccess {
+            record,
+            agent: live.agent.clone(),
+        })
+    }
+
+    /// The running sandbox whose tokens satisfy `matches` (signed URLs name
+    /// no sandbox; the signature's key does).
+    pub fn find_by_tokens(&self, matches: impl Fn(&AccessTokens) -> bool) -> Option<SandboxAccess> {
+        let now = now_millis();
+        self.live_records()
+            .into_iter()
+            .find(|r| r.expires_at > now && !r.tokens.envd.is_empty() && matches(&r.tokens))
+            .and_then(|r| self.access(r.id).ok())
+    }
+
+    /// Records of every running sandbox, oldest first.
+    pub fn running_records(&self) -> Vec<SandboxRecord> {
+        let now = now_millis();
+        let mut records: Vec<SandboxRecord> = self
+            .live_records()
+            .into_iter()
+            .filter(|r| r.expires_at > now)
+            .collect();
+        records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        records
+    }
+
+    /// Bytes free for sandboxes' files.
+    pub fn disk_capacity_bytes(&self) -> Option<u64> {
+        self.runtime.disk_capacity()
+    }
+
+    /// Resource use of a running sandbox.
+    pub async fn usage(&self, id: SandboxId) -> Result<Usage, ApiError> {
+        self.running(id)?;
+        self.runtime.usage(id).await.map_err(from_runtime)
+    }
+}
