@@ -367,52 +367,19 @@ async fn upload_inner(
         }
         let boundary = multer::parse_boundary(&content_type)
             .map_err(|e| ConnectError::invalid_argument(format!("multipart upload: {e}")))?;
-        let stream = http_body_util::BodyStream::new(req.into_body());
-        let stream = futures_util::StreamExt::filter_map(stream, |frame| async move {
-            match frame {
-                Ok(f) => f.into_data().ok().map(Ok::<Bytes, hyper::Error>),
-                Err(e) => Some(Err(e)),
-            }
+        // The body goes to the parser through a channel, so that what follows
+        // the closing boundary (a final CRLF, an epilogue) is still read
+        // before the answer: an unread request body makes the connection
+        // close under a client still sending.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, hyper::Error>>(4);
+        let reader = tokio::spawn(feed_and_drain(req.into_body(), tx));
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
         });
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        let mut written = Vec::new();
-        while let Some(mut field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| ConnectError::invalid_argument(format!("multipart upload: {e}")))?
-        {
-            let target = match (&query_path, field.file_name()) {
-                (Some(p), _) if written.is_empty() => p.clone(),
-                (_, Some(name)) if !name.is_empty() => name.to_owned(),
-                (Some(p), None) => p.clone(),
-                _ => {
-                    return Err(ConnectError::invalid_argument(
-                        "multipart upload: a part has no file name and no path was given",
-                    ));
-                }
-            };
-            let dest = resolve(&target, &id)?;
-            let mut up = Upload::begin(&id, dest, mode).await?;
-            loop {
-                match field.chunk().await {
-                    Ok(Some(chunk)) => {
-                        if let Err(e) = up.write(&chunk).await {
-                            up.abort().await;
-                            return Err(e);
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        up.abort().await;
-                        return Err(ConnectError::invalid_argument(format!(
-                            "multipart upload: {e}"
-                        )));
-                    }
-                }
-            }
-            written.push(up.commit().await?);
-        }
-        return Ok(written);
+        let multipart = multer::Multipart::new(stream, boundary);
+        let result = write_parts(&id, mode, query_path, multipart).await;
+        let _ = reader.await;
+        return result;
     }
 
     let target = query_path
@@ -420,6 +387,87 @@ async fn upload_inner(
     let dest = resolve(&target, &id)?;
     let up = Upload::begin(&id, dest, mode).await?;
     Ok(vec![copy_body(up, req.into_body(), gzip).await?])
+}
+
+/// Writes each part of a multipart upload to its file.
+async fn write_parts(
+    id: &Identity,
+    mode: Option<u32>,
+    query_path: Option<String>,
+    mut multipart: multer::Multipart<'static>,
+) -> Result<Vec<WrittenFile>, ConnectError> {
+    let mut written = Vec::new();
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ConnectError::invalid_argument(format!("multipart upload: {e}")))?
+    {
+        let target = match (&query_path, field.file_name()) {
+            (Some(p), _) if written.is_empty() => p.clone(),
+            (_, Some(name)) if !name.is_empty() => name.to_owned(),
+            (Some(p), None) => p.clone(),
+            _ => {
+                return Err(ConnectError::invalid_argument(
+                    "multipart upload: a part has no file name and no path was given",
+                ));
+            }
+        };
+        let dest = resolve(&target, id)?;
+        let mut up = Upload::begin(id, dest, mode).await?;
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    if let Err(e) = up.write(&chunk).await {
+                        up.abort().await;
+                        return Err(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    up.abort().await;
+                    return Err(ConnectError::invalid_argument(format!(
+                        "multipart upload: {e}"
+                    )));
+                }
+            }
+        }
+        written.push(up.commit().await?);
+    }
+    Ok(written)
+}
+
+/// Most bytes read and dropped after a multipart body's closing boundary.
+const MAX_EPILOGUE: usize = 1 << 20;
+
+/// Passes the body's data to `tx`; once the parser stops listening, reads
+/// what is left (up to `MAX_EPILOGUE`) so the request ends cleanly.
+async fn feed_and_drain(
+    mut body: Incoming,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, hyper::Error>>,
+) {
+    use http_body_util::BodyExt;
+    let mut dropped = 0usize;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if tx.is_closed() {
+                    dropped += data.len();
+                    if dropped > MAX_EPILOGUE {
+                        return;
+                    }
+                } else if let Err(returned) = tx.send(Ok(data)).await {
+                    dropped += returned.0.map(|d| d.len()).unwrap_or(0);
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -139,25 +139,32 @@ fn rfc3339(secs: i64, nanos: i64) -> Option<String> {
         .ok()
 }
 
-/// Describes the entry at `path` (not following a final symlink for the
-/// link itself; its type is that of the target).
+/// Describes the entry at `path` the way envd does: the entry's own size,
+/// times, owner and permission text; for a symlink, the path it resolves
+/// to (its own path when it does not resolve) and the target's type and
+/// permission bits.
 pub fn entry_info(path: &Path) -> io::Result<EntryInfo> {
     let meta = fs::symlink_metadata(path)?;
-    let (file_type, symlink_target, shown) = if meta.file_type().is_symlink() {
-        let target = fs::read_link(path).ok().map(|t| t.display().to_string());
-        let followed = fs::metadata(path).ok();
-        let file_type = match &followed {
-            Some(m) if m.is_dir() => FileType::Directory,
-            _ => FileType::File,
-        };
-        (file_type, target, followed.unwrap_or_else(|| meta.clone()))
-    } else {
-        let t = if meta.is_dir() {
+    let kind = |m: &fs::Metadata| {
+        if m.is_dir() {
             FileType::Directory
-        } else {
+        } else if m.is_file() {
             FileType::File
-        };
-        (t, None, meta.clone())
+        } else {
+            FileType::Unspecified
+        }
+    };
+    let (file_type, mode, symlink_target) = if meta.file_type().is_symlink() {
+        match fs::canonicalize(path).and_then(|t| Ok((fs::metadata(&t)?, t))) {
+            Ok((target, resolved)) => (
+                kind(&target),
+                target.mode() & 0o7777,
+                Some(resolved.display().to_string()),
+            ),
+            Err(_) => (FileType::Unspecified, 0, Some(path.display().to_string())),
+        }
+    } else {
+        (kind(&meta), meta.mode() & 0o7777, None)
     };
     let name = path
         .file_name()
@@ -167,8 +174,8 @@ pub fn entry_info(path: &Path) -> io::Result<EntryInfo> {
         name,
         file_type,
         path: path.display().to_string(),
-        size: i64::try_from(shown.len()).unwrap_or(i64::MAX),
-        mode: meta.mode(),
+        size: i64::try_from(meta.len()).unwrap_or(i64::MAX),
+        mode,
         permissions: permissions_text(meta.mode()),
         owner: name_of(meta.uid(), "/etc/passwd"),
         group: name_of(meta.gid(), "/etc/group"),
@@ -363,7 +370,10 @@ mod tests {
             ["a", "dangling"]
         );
         let link = &one[1];
-        assert_eq!(link.symlink_target.as_deref(), Some("/nowhere"));
+        // A link that does not resolve names itself, as envd's do.
+        let own = tmp.path().join("dangling").display().to_string();
+        assert_eq!(link.symlink_target.as_deref(), Some(own.as_str()));
+        assert_eq!(link.file_type, FileType::Unspecified);
         let three = list_dir(tmp.path(), 3).unwrap();
         let names: Vec<_> = three.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c", "f.txt", "dangling"]);

@@ -24,8 +24,7 @@ pub fn dir_entry(e: EntryInfo) -> DirEntry {
     } else {
         match e.file_type {
             FileType::Directory => EntryType::Dir,
-            FileType::File if e.mode & libc_s_ifmt() == 0o100000 || e.mode == 0 => EntryType::File,
-            FileType::File => EntryType::Other,
+            FileType::File => EntryType::File,
             FileType::Unspecified => EntryType::Other,
         }
     };
@@ -44,10 +43,6 @@ pub fn dir_entry(e: EntryInfo) -> DirEntry {
         modified_at,
         symlink_target: e.symlink_target,
     }
-}
-
-const fn libc_s_ifmt() -> u32 {
-    0o170000
 }
 
 fn opts(user: Option<RunAs>) -> CallOptions {

@@ -154,7 +154,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         state_dir.display(),
         available.join(", ")
     );
-    if is_loopback(&a.listen) {
+    if !api_keys.is_empty() {
+        tracing::info!(
+            "clients must present one of the {} configured API key(s)",
+            api_keys.len()
+        );
+    } else if is_loopback(&a.listen) {
         tracing::info!("no API keys are configured: the server is open to local clients only");
     } else {
         tracing::warn!(
