@@ -36,6 +36,12 @@ def capsule_bin() -> Path:
     return path
 
 
+def server_supports(flag: str) -> bool:
+    """Whether `capsule serve` of the binary under test knows `flag`."""
+    out = subprocess.run([str(capsule_bin()), "serve", "--help"], capture_output=True, text=True, timeout=60)
+    return flag in out.stdout
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,6 +50,8 @@ def free_port() -> int:
 
 def port_is_free(port: int) -> bool:
     with socket.socket() as s:
+        # Like the server: connections in TIME_WAIT do not make a port busy.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -54,8 +62,9 @@ def port_is_free(port: int) -> bool:
 class CapsuleServer:
     """One `capsule serve` process."""
 
-    def __init__(self, port: Optional[int] = None, args: Sequence[str] = ()) -> None:
+    def __init__(self, port: Optional[int] = None, args: Sequence[str] = (), api_key: Optional[str] = None) -> None:
         self.port = port or free_port()
+        self.api_key = api_key
         self.args: List[str] = list(args)
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = Path(tempfile.mkdtemp(prefix="capsule-sdk-py-"))
@@ -96,9 +105,10 @@ class CapsuleServer:
     def rpc(self, method: str, params: Any) -> Any:
         """A bare JSON-RPC call (independent of the SDK under test)."""
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
-        req = urllib.request.Request(
-            f"{self.url}/rpc", data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(f"{self.url}/rpc", data=body, headers=headers, method="POST")
         with urllib.request.urlopen(req, timeout=60) as r:
             return json.loads(r.read())
 

@@ -11,6 +11,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import pytest
 from capsule_server import CapsuleServer, free_port
+from conftest import MAX_REQUEST_BYTES
 
 from capsule_sdk import (
     AsyncCapsule,
@@ -21,6 +22,7 @@ from capsule_sdk import (
     FileEntry,
     FileNotFoundInSandboxError,
     PathOutsideSandboxError,
+    PayloadTooLargeError,
     SandboxExpiredError,
     SandboxInfo,
     SandboxNotFoundError,
@@ -125,6 +127,10 @@ def test_errors(server: CapsuleServer) -> None:
                 await capsule.read_file("nope")
             with pytest.raises(PathOutsideSandboxError):
                 await capsule.list_dir("/etc/../../../etc")
+            for i in range(3):
+                with pytest.raises(PayloadTooLargeError):
+                    await capsule.write_file("big", b"\0" * MAX_REQUEST_BYTES)
+                assert (await capsule.exec(f"echo {i}")).stdout == f"{i}\n"
         short = await client.create(ttl_ms=1_000)
         await asyncio.sleep(2.5)
         with pytest.raises(SandboxExpiredError):
@@ -176,7 +182,13 @@ def test_terminal(server: CapsuleServer) -> None:
 def test_terminal_for_an_unknown_sandbox(server: CapsuleServer) -> None:
     async def body(client: AsyncCapsuleClient) -> Any:
         ghost = AsyncCapsule(
-            client, {"id": "zzzzzzzz", "template": "base", "created_at": "2024-01-01T00:00:00Z", "expires_at": "2024-01-01T00:00:00Z"}
+            client,
+            {
+                "id": "zzzzzzzz",
+                "template": "base",
+                "created_at": "2024-01-01T00:00:00Z",
+                "expires_at": "2024-01-01T00:00:00Z",
+            },
         )
         with pytest.raises(SandboxNotFoundError):
             await ghost.terminal()

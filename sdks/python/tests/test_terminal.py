@@ -104,11 +104,22 @@ def test_state_persists_within_a_session(capsule: Capsule) -> None:
 
 
 def test_unknown_sandbox(client: CapsuleClient) -> None:
-    ghost = Capsule(client, {"id": "zzzzzzzz", "template": "base", "created_at": "2024-01-01T00:00:00Z", "expires_at": "2024-01-01T00:00:00Z"})
+    ghost = Capsule(
+        client,
+        {
+            "id": "zzzzzzzz",
+            "template": "base",
+            "created_at": "2024-01-01T00:00:00Z",
+            "expires_at": "2024-01-01T00:00:00Z",
+        },
+    )
     with pytest.raises(SandboxNotFoundError) as e:
         ghost.terminal()
     assert e.value.data["id"] == "zzzzzzzz"
-    bad = Capsule(client, {"id": "ZZ", "template": "base", "created_at": "2024-01-01T00:00:00Z", "expires_at": "2024-01-01T00:00:00Z"})
+    bad = Capsule(
+        client,
+        {"id": "ZZ", "template": "base", "created_at": "2024-01-01T00:00:00Z", "expires_at": "2024-01-01T00:00:00Z"},
+    )
     with pytest.raises(InvalidParamsError):
         bad.terminal()
 

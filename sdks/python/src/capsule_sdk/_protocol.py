@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from urllib.parse import urlencode, urlsplit
 
-from .errors import CapsuleError, ProtocolError, error_from_payload
+from .errors import CapsuleError, ProtocolError, UnauthorizedError, error_from_payload
 
 __version__ = "0.1.0"
 
@@ -61,18 +61,45 @@ def decode_response(status: int, body: bytes, url: str, method: str) -> Any:
         payload = json.loads(body.decode("utf-8")) if body else None
     except (UnicodeDecodeError, ValueError):
         payload = None
-    if not isinstance(payload, dict):
-        snippet = body[:200].decode("utf-8", "replace")
-        hint = " (is this a Capsule server?)" if status in (404, 405) else ""
-        raise ProtocolError(
-            f"{full_method(method)}: the server at {url} answered HTTP {status} "
-            f"without a JSON-RPC response{hint}: {snippet!r}"
+    if isinstance(payload, dict):
+        if "error" in payload:
+            raise error_from_payload(payload["error"])
+        if "result" in payload:
+            return payload["result"]
+    # Not JSON-RPC: a proxy's error page, a wrong URL, another server...
+    message = payload.get("message") if isinstance(payload, dict) else None
+    detail = message if isinstance(message, str) and message else body[:200].decode("utf-8", "replace")
+    hint = " (is this a Capsule server?)" if status in (404, 405) else ""
+    raise ProtocolError(
+        f"{full_method(method)}: the server at {url} answered HTTP {status} "
+        f"without a JSON-RPC response{hint}: {detail!r}"
+    )
+
+
+#: Requests at least this large get a hint about the server's size limit
+#: when the connection drops while they are sent.
+LARGE_REQUEST = 1 << 20
+
+
+def request_options(body: bytes) -> Dict[str, str]:
+    """Extra headers for one request.
+
+    Large bodies go on a connection of their own (``Connection: close``): when
+    the server refuses a body as too large it answers 413 and then drops the
+    connection without saying so, and a pooled connection reused after that
+    fails the *next* request with "server disconnected".
+    """
+    return {"Connection": "close"} if len(body) >= LARGE_REQUEST else {}
+
+
+def connection_error_message(base_url: str, method: str, body_size: int, error: Exception) -> str:
+    message = f"cannot reach the Capsule server at {base_url}: {error}"
+    if body_size >= LARGE_REQUEST:
+        message += (
+            f" (the connection dropped during a {body_size}-byte {full_method(method)} request; "
+            "the server may have refused it as larger than it accepts, see `capsule serve --max-request-bytes`)"
         )
-    if "error" in payload:
-        raise error_from_payload(payload["error"])
-    if "result" not in payload:
-        raise ProtocolError(f"{full_method(method)}: the response from {url} has neither result nor error")
-    return payload["result"]
+    return message
 
 
 def exec_timeout(client_timeout: float, timeout_ms: Optional[int]) -> float:
@@ -110,7 +137,7 @@ def mode_param(mode: Union[int, str, None]) -> Union[int, str, None]:
     return mode
 
 
-def command_param(cmd: Command) -> Union[str, list]:
+def command_param(cmd: Command) -> Union[str, List[str]]:
     if isinstance(cmd, str):
         return cmd
     if isinstance(cmd, (bytes, bytearray)):
@@ -126,16 +153,27 @@ def terminal_url(base_url: str, sandbox_id: str, cols: int, rows: int) -> str:
     return f"{scheme}://{parts.netloc}{path}/terminal/{sandbox_id}?{query}"
 
 
-def handshake_error(status: int, body: bytes, url: str) -> CapsuleError:
+def handshake_error(status: int, body: Union[bytes, bytearray], url: str) -> CapsuleError:
     """The error for a terminal upgrade the server refused with HTTP `status`."""
+    body = bytes(body)
     try:
         payload = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         payload = None
-    if isinstance(payload, dict) and "error" in payload:
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         return error_from_payload(payload["error"])
-    snippet = body[:200].decode("utf-8", "replace")
-    return ProtocolError(f"the server refused the terminal at {url} with HTTP {status}: {snippet!r}")
+    # Other shapes, e.g. {"code": 401, "message": "..."} from an auth layer.
+    message = payload.get("message") if isinstance(payload, dict) else None
+    if not isinstance(message, str) or not message:
+        message = body[:200].decode("utf-8", "replace")
+    if status == 401:
+        return UnauthorizedError(
+            f"the server refused the terminal at {url}: {message}",
+            kind="unauthorized",
+            code=-32014,
+            data={"kind": "unauthorized"},
+        )
+    return ProtocolError(f"the server refused the terminal at {url} with HTTP {status}: {message!r}")
 
 
 def resize_message(cols: int, rows: int) -> bytes:

@@ -57,7 +57,7 @@ class _Pending(Generic[R]):
     work."""
 
     def __init__(self, coro: Coroutine[Any, Any, R]) -> None:
-        self._coro = coro
+        self._coro: Coroutine[Any, Any, R] = coro
         self._value: Optional[R] = None
 
     def __await__(self) -> Generator[Any, None, R]:
@@ -97,13 +97,13 @@ class AsyncCapsuleClient:
         body = p.encode_request(next(self._ids), method, params if params is not None else {})
         wait = timeout if timeout is not None else self.timeout
         try:
-            response = await self._http.post(url, content=body, timeout=wait)
+            response = await self._http.post(url, content=body, timeout=wait, headers=p.request_options(body))
         except httpx.TimeoutException as e:
             raise CapsuleTimeoutError(
                 f"the Capsule server at {self.base_url} did not answer {p.full_method(method)} within {wait:g}s"
             ) from e
         except httpx.HTTPError as e:
-            raise CapsuleConnectionError(f"cannot reach the Capsule server at {self.base_url}: {e}") from e
+            raise CapsuleConnectionError(p.connection_error_message(self.base_url, method, len(body), e)) from e
         return p.decode_response(response.status_code, response.content, self.base_url, method)
 
     async def health(self) -> Dict[str, Any]:
@@ -197,6 +197,7 @@ class AsyncCapsule:
             pass
 
     async def info(self) -> SandboxInfo:
+        """Fetches the sandbox's current state from the server."""
         info = SandboxInfo.from_json(await self.client.call("get", {"id": self.id}))
         self.expires_at = info.expires_at
         return info
@@ -208,6 +209,7 @@ class AsyncCapsule:
         env: Optional[Mapping[str, str]] = None,
         stdin: Optional[str] = None,
     ) -> ExecResult:
+        """Runs code with the template's interpreter; see :meth:`capsule_sdk.Capsule.run`."""
         params = p.drop_none(id=self.id, code=code, timeout_ms=timeout_ms, env=dict(env) if env else None, stdin=stdin)
         result = await self.client.call("run", params, timeout=p.exec_timeout(self.client.timeout, timeout_ms))
         return ExecResult.from_json(result)
@@ -221,6 +223,7 @@ class AsyncCapsule:
         stdin: Optional[str] = None,
         user: Optional[User] = None,
     ) -> ExecResult:
+        """Runs a command (argv list, or a string for ``/bin/sh -c``); see :meth:`capsule_sdk.Capsule.exec`."""
         params = p.drop_none(
             id=self.id,
             cmd=p.command_param(cmd),
@@ -240,38 +243,47 @@ class AsyncCapsule:
         mode: Union[int, str, None] = None,
         user: Optional[User] = None,
     ) -> WriteResult:
+        """Writes a file (str as UTF-8, or bytes), creating parent directories."""
         params = p.drop_none(id=self.id, path=path, content=p.b64encode(content), mode=p.mode_param(mode), user=user)
         result = await self.client.call("writeFile", params)
         return WriteResult(path=result["path"], size=result["size"])
 
     async def read_file(self, path: str, user: Optional[User] = None) -> bytes:
+        """Reads a file's bytes."""
         result = await self.client.call("readFile", p.drop_none(id=self.id, path=path, user=user))
         return p.b64decode(result["content"])
 
     async def read_file_text(self, path: str, encoding: str = "utf-8", user: Optional[User] = None) -> str:
+        """Reads a file and decodes it (UTF-8 by default)."""
         return (await self.read_file(path, user=user)).decode(encoding)
 
     async def list_dir(self, path: str = "/workspace", user: Optional[User] = None) -> List[FileEntry]:
+        """Lists a directory's entries."""
         result = await self.client.call("listDir", p.drop_none(id=self.id, path=path, user=user))
         return [FileEntry.from_json(e) for e in result["entries"]]
 
     async def stat(self, path: str, user: Optional[User] = None) -> FileEntry:
+        """Describes one path (a symlink itself, not its target)."""
         result = await self.client.call("stat", p.drop_none(id=self.id, path=path, user=user))
         return FileEntry.from_json(result["entry"])
 
     async def make_dir(self, path: str, user: Optional[User] = None) -> FileEntry:
+        """Creates a directory and its parents."""
         result = await self.client.call("makeDir", p.drop_none(id=self.id, path=path, user=user))
         return FileEntry.from_json(result["entry"])
 
     async def remove(self, path: str, user: Optional[User] = None) -> None:
+        """Removes a file, or a directory with everything in it."""
         await self.client.call("remove", p.drop_none(id=self.id, path=path, user=user))
 
     async def set_timeout(self, ttl_ms: int) -> datetime:
+        """Gives the sandbox a new time to live, counted from now; returns the new expiry."""
         result = await self.client.call("setTimeout", {"id": self.id, "ttl_ms": ttl_ms})
         self.expires_at = parse_timestamp(result["expires_at"])
         return self.expires_at
 
     async def delete(self) -> None:
+        """Deletes the sandbox and closes the terminals this object opened."""
         try:
             await self.client.call("delete", {"id": self.id})
         finally:
@@ -412,7 +424,7 @@ class AsyncTerminal:
                 await self._ws.close()
             except Exception:  # closing must never fail
                 pass
-            self._mark_closed(self._ws.close_code, self._ws.close_reason or "")
+            self._mark_closed(self._ws.protocol.close_code, self._ws.protocol.close_reason or "")
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._chunks()

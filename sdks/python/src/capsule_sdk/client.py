@@ -62,13 +62,13 @@ class CapsuleClient:
         body = p.encode_request(next(self._ids), method, params if params is not None else {})
         wait = timeout if timeout is not None else self.timeout
         try:
-            response = self._http.post(url, content=body, timeout=wait)
+            response = self._http.post(url, content=body, timeout=wait, headers=p.request_options(body))
         except httpx.TimeoutException as e:
             raise CapsuleTimeoutError(
                 f"the Capsule server at {self.base_url} did not answer {p.full_method(method)} within {wait:g}s"
             ) from e
         except httpx.HTTPError as e:
-            raise CapsuleConnectionError(f"cannot reach the Capsule server at {self.base_url}: {e}") from e
+            raise CapsuleConnectionError(p.connection_error_message(self.base_url, method, len(body), e)) from e
         return p.decode_response(response.status_code, response.content, self.base_url, method)
 
     def health(self) -> Dict[str, Any]:

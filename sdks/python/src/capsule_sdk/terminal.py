@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import time
-from typing import Callable, Dict, Iterator, Optional, Pattern, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Pattern, Union
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.sync.client import ClientConnection, connect
@@ -18,7 +18,7 @@ __all__ = ["Terminal"]
 # websockets 17.1+ warns when connect() is called outside a `with` unless the
 # caller opts into a long-lived connection with legacy=True; older versions
 # do not know the flag.
-_CONNECT_OPTIONS: Dict[str, bool] = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+_CONNECT_OPTIONS: Dict[str, Any] = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 def closed_error(code: Optional[int], reason: str, seen: str = "") -> TerminalClosedError:
@@ -159,7 +159,7 @@ class Terminal:
                 self._ws.close()
             except Exception:  # closing must never fail
                 pass
-            self._mark_closed(self._ws.close_code, self._ws.close_reason or "")
+            self._mark_closed(self._ws.protocol.close_code, self._ws.protocol.close_reason or "")
 
     def __iter__(self) -> Iterator[str]:
         """Yields output until the terminal closes."""

@@ -1,0 +1,154 @@
+/** Who a process or file operation runs as inside the sandbox. */
+export type SandboxUser = 'user' | 'root';
+
+/** What a command (`exec`) or a piece of code (`run`) did. */
+export interface ExecResult {
+  /** Standard output, decoded as UTF-8 (invalid bytes replaced). */
+  stdout: string;
+  /** Standard error, decoded the same way. */
+  stderr: string;
+  /** The exit status; `-1` when a signal ended the process. */
+  exitCode: number;
+  /** True when the command ran past its timeout and was killed. */
+  timedOut: boolean;
+  /** How long it ran, in milliseconds. */
+  durationMs: number;
+  /** The signal that ended the process, if one did. */
+  signal?: number;
+  /** True when stdout passed the server's output cap and was cut. */
+  stdoutTruncated: boolean;
+  /** True when stderr passed the server's output cap and was cut. */
+  stderrTruncated: boolean;
+}
+
+/** A file, directory or link in a sandbox. */
+export interface FileEntry {
+  /** The last component of the path. */
+  name: string;
+  /** The absolute path in the sandbox. */
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  /** Size in bytes. */
+  size: number;
+  /** Permission bits (`0o644` is 420). */
+  mode: number;
+  modifiedAt: Date;
+  /** Where a symlink points, for symlinks. */
+  symlinkTarget?: string;
+}
+
+/** Where `writeFile` wrote (absolute path) and how many bytes. */
+export interface WriteResult {
+  path: string;
+  size: number;
+}
+
+/** What the server knows about a sandbox. */
+export interface SandboxInfo {
+  id: string;
+  template: string;
+  state: 'creating' | 'running' | 'stopping' | 'deleted' | 'failed';
+  createdAt: Date;
+  expiresAt: Date;
+  /** CPU cores it may use. */
+  cpu: number;
+  /** Memory limit in MiB. */
+  memoryMb: number;
+  metadata: Record<string, string>;
+  /** Why it failed, when `state` is `"failed"`. */
+  error?: string;
+}
+
+/** A template the server knows. */
+export interface TemplateInfo {
+  /** The name to pass to `create`. */
+  name: string;
+  description: string;
+  /** Whether this server can run it. */
+  available: boolean;
+  /** Why it is unavailable, when it is. */
+  reason?: string;
+  /** How `run` executes code, e.g. `["python3", "-c"]`. */
+  run: string[];
+}
+
+/** The answer of `GET /health`. */
+export interface HealthInfo {
+  status: string;
+  version: string;
+  backend: string;
+  sandboxes: number;
+  [key: string]: unknown;
+}
+
+export interface ClientOptions {
+  /** Where the server listens (default `http://localhost:8080`). */
+  baseUrl?: string;
+  /** Sent as `Authorization: Bearer <apiKey>` when given. */
+  apiKey?: string;
+  /**
+   * Milliseconds to wait for an answer (default 60000). `exec` and `run`
+   * wait longer when the command's own timeout needs it.
+   */
+  timeoutMs?: number;
+}
+
+export interface CreateOptions {
+  /** `"base"` (default), `"python"`, `"node"`, ... */
+  template?: string;
+  /** Time to live; the server deletes the sandbox after it (default 10 minutes). */
+  ttlMs?: number;
+  /** CPU cores (fractions allowed). */
+  cpu?: number;
+  /** Memory limit in MiB. */
+  memoryMb?: number;
+  /** Environment variables for every command. */
+  env?: Record<string, string>;
+  /** Free-form labels, usable as a filter in `list`. */
+  metadata?: Record<string, string>;
+  /** Only `"none"` is supported. */
+  network?: string;
+}
+
+export interface ListOptions {
+  /** Only sandboxes whose metadata holds every one of these pairs. */
+  metadata?: Record<string, string>;
+}
+
+export interface RunOptions {
+  /** Kill the code after this long (server default 30 s); the result then has `timedOut: true`. */
+  timeoutMs?: number;
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** Text fed to standard input. */
+  stdin?: string;
+}
+
+export interface ExecOptions extends RunOptions {
+  /** Working directory (default `/workspace`). */
+  cwd?: string;
+  /** `"user"` (default, uid 1000) or `"root"`. */
+  user?: SandboxUser;
+}
+
+export interface WriteFileOptions {
+  /** `0o755` or `"0755"`; default 0644. */
+  mode?: number | string;
+  user?: SandboxUser;
+}
+
+export interface PathOptions {
+  user?: SandboxUser;
+}
+
+export interface TerminalOptions {
+  /** Columns (default 80). */
+  cols?: number;
+  /** Rows (default 24). */
+  rows?: number;
+}
+
+export interface CallOptions {
+  /** Overrides the client's timeout for this call. */
+  timeoutMs?: number;
+}
