@@ -33,6 +33,7 @@ pub mod methods {
     pub const MAKE_DIR: &str = "sandbox.v1.makeDir";
     pub const REMOVE: &str = "sandbox.v1.remove";
     pub const STAT: &str = "sandbox.v1.stat";
+    pub const RUN_CODE: &str = "sandbox.v1.runCode";
 
     pub const ALL: &[&str] = &[
         CREATE,
@@ -49,6 +50,7 @@ pub mod methods {
         MAKE_DIR,
         REMOVE,
         STAT,
+        RUN_CODE,
     ];
 }
 
@@ -271,6 +273,56 @@ pub struct RunParams {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
+}
+
+/// `sandbox.v1.runCode`: code in a stateful context (a notebook-style
+/// kernel kept between calls).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunCodeParams {
+    pub id: SandboxId,
+    pub code: String,
+    /// `python` (the default), `javascript` or `bash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// A context made by the E2B code interpreter API; without one, each
+    /// language has one default context per sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Environment for this run only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// The error a run of `runCode` raised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeError {
+    pub name: String,
+    pub value: String,
+    pub traceback: String,
+}
+
+/// The result of `sandbox.v1.runCode`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCodeResult {
+    pub stdout: String,
+    pub stderr: String,
+    /// Displayed values, in order: each has `text` and whichever rich
+    /// formats the value offered (`html`, `markdown`, `png` as base64, ...);
+    /// the value of the last expression has `is_main_result: true`.
+    pub results: Vec<serde_json::Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CodeError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_count: Option<u64>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub stdout_truncated: bool,
+    #[serde(default)]
+    pub stderr_truncated: bool,
 }
 
 /// The result of `exec` and `run`.

@@ -19,14 +19,14 @@ use crate::errors::from_agent;
 use crate::paths::sandbox_path;
 
 /// Output of one stream, cut at a limit.
-struct Capped {
+pub(crate) struct Capped {
     bytes: Vec<u8>,
     limit: usize,
     truncated: bool,
 }
 
 impl Capped {
-    fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             bytes: Vec::new(),
             limit,
@@ -34,7 +34,7 @@ impl Capped {
         }
     }
 
-    fn push(&mut self, chunk: &[u8]) {
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
         let room = self.limit.saturating_sub(self.bytes.len());
         if chunk.len() > room {
             self.truncated = true;
@@ -43,7 +43,7 @@ impl Capped {
             .extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 
-    fn text(self) -> (String, bool) {
+    pub(crate) fn text(self) -> (String, bool) {
         (
             String::from_utf8_lossy(&self.bytes).into_owned(),
             self.truncated,
@@ -62,7 +62,7 @@ pub(crate) struct Job {
 }
 
 impl Engine {
-    fn exec_timeout(&self, timeout_ms: Option<u64>) -> Result<Duration, ApiError> {
+    pub(crate) fn exec_timeout(&self, timeout_ms: Option<u64>) -> Result<Duration, ApiError> {
         let ms = timeout_ms.unwrap_or(self.config.default_exec_timeout_ms);
         if ms == 0 || ms > self.config.max_exec_timeout_ms {
             return Err(ApiError::invalid_params(format!(

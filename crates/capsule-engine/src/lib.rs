@@ -3,6 +3,7 @@
 //! validate at the edge and call these methods.
 
 mod access;
+mod code;
 pub mod config;
 mod engine;
 pub mod errors;

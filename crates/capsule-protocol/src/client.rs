@@ -327,6 +327,27 @@ impl AgentClient {
         }
     }
 
+    /// `POST /interpreter/execute`: the response streams the run as JSON
+    /// lines (see the agent's interpreter).
+    pub async fn execute_code(
+        &self,
+        request: &impl Serialize,
+    ) -> Result<http::Response<Incoming>, ClientError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| ClientError::Protocol(format!("encoding the request: {e}")))?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/interpreter/execute")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(full_body(body))
+            .expect("static request parts are valid");
+        let resp = self.send(req).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(self.error_answer(resp).await);
+        }
+        Ok(resp)
+    }
+
     /// `GET /files`: the whole file's bytes.
     pub async fn read_file(&self, path: &str, user: Option<&str>) -> Result<Bytes, ClientError> {
         let resp = self.read_file_stream(path, user).await?;

@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use capsule_api::rpc::Response as RpcResponse;
+use capsule_api::rpc::{ErrorObject, Response as RpcResponse};
 use capsule_api::{ApiError, ErrorKind};
 
 use crate::AppState;
@@ -57,18 +57,21 @@ pub(crate) async fn require_key(
     } else {
         "an API key is required (Authorization: Bearer <key> or X-API-Key: <key>)"
     };
-    if path == "/rpc" {
-        let err = ApiError::new(ErrorKind::Unauthorized, message);
-        let body = serde_json::to_vec(&RpcResponse::failure(serde_json::Value::Null, &err))
-            .expect("responses serialize");
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response();
-    }
-    crate::e2b::error(StatusCode::UNAUTHORIZED, message)
+    // Each front door answers in its own error shape.
+    let err = ApiError::new(ErrorKind::Unauthorized, message);
+    let body = if path == "/rpc" {
+        serde_json::to_vec(&RpcResponse::failure(serde_json::Value::Null, &err))
+    } else if path.starts_with("/terminal/") {
+        serde_json::to_vec(&serde_json::json!({ "error": ErrorObject::from(&err) }))
+    } else {
+        return crate::e2b::error(StatusCode::UNAUTHORIZED, message);
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.expect("responses serialize"),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use capsule_api::rpc::{Call, Payload, Response as RpcResponse, parse_call, parse_payload};
 use capsule_api::sandbox::{
     CreateParams, DeleteResult, EntryResult, ExecParams, IdParams, ListDirResult, ListParams,
-    ListResult, NoParams, PathParams, ReadFileResult, RemoveResult, RunParams, SetTimeoutParams,
-    SetTimeoutResult, TemplatesResult, WriteFileParams, encode_base64, methods, parse_params,
+    ListResult, NoParams, PathParams, ReadFileResult, RemoveResult, RunCodeParams, RunParams,
+    SetTimeoutParams, SetTimeoutResult, TemplatesResult, WriteFileParams, encode_base64, methods,
+    parse_params,
 };
 use capsule_api::{ApiError, ErrorKind};
 use serde::Serialize;
@@ -47,7 +48,14 @@ pub(crate) async fn handle(State(state): State<AppState>, body: Body) -> Respons
             } else {
                 StatusCode::BAD_REQUEST
             };
-            return json_response(status, &RpcResponse::failure(Value::Null, &err));
+            let mut resp = json_response(status, &RpcResponse::failure(Value::Null, &err));
+            // The rest of the body was not read: the connection cannot carry
+            // another request, and the client must know not to reuse it.
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return resp;
         }
     };
     match parse_payload(&bytes) {
@@ -122,6 +130,11 @@ async fn dispatch(state: &AppState, method: &str, params: Value) -> Result<Value
         methods::RUN => to_value(
             engine
                 .run_code(parse_params::<RunParams>(method, params)?)
+                .await?,
+        ),
+        methods::RUN_CODE => to_value(
+            engine
+                .run_code_in_context(parse_params::<RunCodeParams>(method, params)?)
                 .await?,
         ),
         methods::WRITE_FILE => {

@@ -464,6 +464,25 @@ fn envelope_errors_use_the_standard_codes() {
     let (status, resp) = server.post_rpc_raw(huge.as_bytes());
     assert_eq!(status, 413);
     assert_eq!(resp["error"]["data"]["kind"], "payload_too_large", "{resp}");
+    // A client that keeps connections alive is told this one is done (the
+    // unread rest of the body makes it unusable).
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let head = format!(
+            "POST /rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            huge.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let _ = s.write_all(huge.as_bytes());
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 413"), "{text}");
+        assert!(text.contains("connection: close"), "{text}");
+    }
     // Invalid base64 names the field.
     let id = server.create("base");
     let e = server.err(
@@ -536,5 +555,67 @@ fn a_refused_remove_leaves_everything_in_place() {
     assert_eq!(list["entries"], json!([]), "{list}");
     let hidden = server.exec(&id, json!(["ls", "-A", "/workspace"]));
     assert_eq!(hidden["stdout"], "", "nothing is left behind: {hidden}");
+    server.shutdown_and_check_clean();
+}
+
+#[test]
+fn run_code_keeps_state_per_language() {
+    let server = Server::start();
+    let id = server.create("python");
+    let r = server.ok(
+        "sandbox.v1.runCode",
+        json!({"id": id, "code": "import math\nx = 41\nprint('set')"}),
+    );
+    assert_eq!(r["stdout"], "set\n", "{r}");
+    assert_eq!(r["results"], json!([]), "{r}");
+    let r = server.ok(
+        "sandbox.v1.runCode",
+        json!({"id": id, "code": "x + math.floor(1.5)"}),
+    );
+    assert_eq!(r["results"][0]["text"], "42", "{r}");
+    assert_eq!(r["results"][0]["is_main_result"], true, "{r}");
+    assert_eq!(r["execution_count"], 2, "{r}");
+    assert!(r.get("error").is_none(), "{r}");
+    // Errors come back as data, not as a failed call.
+    let r = server.ok("sandbox.v1.runCode", json!({"id": id, "code": "1/0"}));
+    assert_eq!(r["error"]["name"], "ZeroDivisionError", "{r}");
+    assert!(
+        r["error"]["traceback"].as_str().unwrap().contains("1/0"),
+        "{r}"
+    );
+    // JavaScript has its own state; env applies to one run.
+    server.ok(
+        "sandbox.v1.runCode",
+        json!({"id": id, "language": "javascript", "code": "let n = 6"}),
+    );
+    let r = server.ok(
+        "sandbox.v1.runCode",
+        json!({"id": id, "language": "javascript", "code": "n * Number(process.env.M)", "env": {"M": "7"}}),
+    );
+    assert_eq!(r["results"][0]["text"], "42", "{r}");
+    // A run past its timeout is interrupted; the state survives.
+    let r = server.ok(
+        "sandbox.v1.runCode",
+        json!({"id": id, "code": "import time\ntime.sleep(30)", "timeout_ms": 1000}),
+    );
+    assert_eq!(r["timed_out"], true, "{r}");
+    let r = server.ok("sandbox.v1.runCode", json!({"id": id, "code": "x"}));
+    assert_eq!(r["results"][0]["text"], "41", "{r}");
+    // Bad input names what is wrong.
+    let e = server.err(
+        "sandbox.v1.runCode",
+        json!({"id": id, "language": "cobol", "code": "1"}),
+    );
+    assert_eq!(e["data"]["kind"], "invalid_params", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("cobol"), "{e}");
+    let e = server.err(
+        "sandbox.v1.runCode",
+        json!({"id": id, "context_id": "nosuchcontext", "code": "1"}),
+    );
+    assert_eq!(e["data"]["kind"], "invalid_params", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("nosuchcontext"),
+        "{e}"
+    );
     server.shutdown_and_check_clean();
 }
