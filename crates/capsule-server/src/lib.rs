@@ -4,6 +4,7 @@
 mod auth;
 mod e2b;
 mod health;
+pub mod mcp;
 mod rpc;
 mod terminal;
 
@@ -22,6 +23,11 @@ pub struct ServerConfig {
     /// Keys that open the control plane; none means open to anyone who can
     /// connect (loopback only, unless the operator says otherwise).
     pub api_keys: Vec<String>,
+    /// Accept any `Host` header at `/mcp` (the server is reachable under
+    /// other names); otherwise only local names, against DNS rebinding.
+    pub any_host: bool,
+    /// Cancelled when the server shuts down, to end long-lived streams.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +36,8 @@ impl Default for ServerConfig {
             // A 64 MiB file as base64 plus the envelope.
             max_body_bytes: 96 << 20,
             api_keys: Vec::new(),
+            any_host: false,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -46,7 +54,14 @@ pub fn app(engine: Arc<Engine>, config: ServerConfig) -> Router {
         engine,
         config: Arc::new(config),
     };
+    let mcp = mcp::http_service(
+        state.clone(),
+        state.config.shutdown.child_token(),
+        state.config.any_host,
+    );
     Router::new()
+        .route_service("/mcp", mcp)
+        .layer(axum::middleware::map_response(mcp::session_deleted))
         .route("/rpc", post(rpc::handle))
         .route("/terminal/{id}", get(terminal::handle))
         .route("/health", get(health::handle))

@@ -114,7 +114,11 @@ fn to_value(v: impl Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::internal(format!("encoding the result: {e}")))
 }
 
-async fn dispatch(state: &AppState, method: &str, params: Value) -> Result<Value, ApiError> {
+pub(crate) async fn dispatch(
+    state: &AppState,
+    method: &str,
+    params: Value,
+) -> Result<Value, ApiError> {
     let engine = &state.engine;
     match method {
         methods::CREATE => to_value(

@@ -15,14 +15,9 @@ use clap::{Args, Parser, Subcommand};
                   with the other commands (they talk to the server at --url)."
 )]
 pub struct Cli {
-    /// The Capsule server to talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "CAPSULE_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub url: String,
+    /// The Capsule server to talk to [default: http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "CAPSULE_URL")]
+    pub url: Option<String>,
     /// The API key to present to the server, if it requires one.
     #[arg(long, global = true, env = "CAPSULE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -57,6 +52,27 @@ pub enum Command {
     Timeout(TimeoutArgs),
     /// List the templates and whether this host can run them.
     Templates,
+    /// Serve the Model Context Protocol over stdio, for MCP clients (Claude
+    /// Code, Claude Desktop, Cursor). With --url (or CAPSULE_URL) it uses
+    /// that server; otherwise it runs an embedded one for this session.
+    Mcp(McpArgs),
+}
+
+/// The server address when none is given.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// The user this session acts for: sandboxes are shared by sessions of
+    /// the same API key and user.
+    #[arg(long = "as-user", env = "CAPSULE_MCP_USER")]
+    pub user: Option<String>,
+    /// A group: sessions of the same API key and group share sandboxes.
+    #[arg(long = "group", env = "CAPSULE_MCP_GROUP")]
+    pub group: Option<String>,
+    /// Settings of the embedded engine (used without --url).
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -64,10 +80,6 @@ pub struct ServeArgs {
     /// Address to listen on. Anything but loopback needs --allow-remote.
     #[arg(long, env = "CAPSULE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Where sandboxes and the state database live
-    /// [default: /var/lib/capsule as root, ~/.local/state/capsule otherwise].
-    #[arg(long, env = "CAPSULE_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
     /// Serve on a non-loopback address without API keys.
     #[arg(long)]
     pub allow_remote: bool,
@@ -81,6 +93,24 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+    /// The largest request body `/rpc` accepts, in bytes.
+    #[arg(long, default_value_t = 96 << 20)]
+    pub max_request_bytes: usize,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// How the engine runs sandboxes (for `serve`, and `mcp` when embedded).
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Where sandboxes and the state database live
+    /// [default: /var/lib/capsule as root, ~/.local/state/capsule otherwise;
+    /// `capsule mcp` uses a fresh directory there per session].
+    #[arg(long, env = "CAPSULE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// First host uid/gid of the range sandbox ids map to (as root).
     #[arg(long, env = "CAPSULE_UID_BASE", default_value_t = 1_500_000_000)]
     pub uid_base: u32,
@@ -106,15 +136,9 @@ pub struct ServeArgs {
     /// Process limit of every sandbox.
     #[arg(long, default_value_t = 256)]
     pub pids: u64,
-    /// The largest request body `/rpc` accepts, in bytes.
-    #[arg(long, default_value_t = 96 << 20)]
-    pub max_request_bytes: usize,
     /// Output kept per stream of `exec`/`run`, in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub output_limit: usize,
-    /// Log format.
-    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
-    pub log_format: String,
 }
 
 #[derive(Debug, Args)]

@@ -115,6 +115,9 @@ pub struct Pool {
     claimed: Mutex<BTreeSet<String>>,
     target: usize,
     wake: Arc<Notify>,
+    /// Set by `drain`: the refill task stops.
+    closed: std::sync::atomic::AtomicBool,
+    refill: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Pool {
@@ -124,6 +127,8 @@ impl Pool {
             claimed: Mutex::new(BTreeSet::new()),
             target,
             wake: Arc::new(Notify::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            refill: Mutex::new(None),
         })
     }
 
@@ -154,8 +159,15 @@ impl Pool {
             .remove(name);
     }
 
-    /// Stops every ready launcher and removes its cgroup.
+    /// Stops the refill (waiting for a launcher being prepared), then every
+    /// ready launcher, and removes their cgroups.
     pub async fn drain(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+        let refill = self.refill.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = refill {
+            let _ = task.await;
+        }
         let slots: Vec<Slot> =
             std::mem::take(&mut *self.ready.lock().unwrap_or_else(|p| p.into_inner()));
         for mut slot in slots {
@@ -187,10 +199,13 @@ impl Pool {
         }
         let pool: Weak<Pool> = Arc::downgrade(self);
         let wake = self.wake.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut failures = 0u32;
             loop {
                 let Some(p) = pool.upgrade() else { return };
+                if p.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
                 let missing = p
                     .target
                     .saturating_sub(p.ready.lock().unwrap_or_else(|e| e.into_inner()).len());
@@ -199,17 +214,16 @@ impl Pool {
                     wake.notified().await;
                     continue;
                 }
-                drop(p);
-                let Some(p) = pool.upgrade() else { return };
-                let prepared = prepare(&launcher, cgroups.as_ref(), &p.claimed).await;
-                drop(p);
-                match prepared {
+                // A slot made while the pool is draining still goes in:
+                // the drain, which waits for this task, cleans it up.
+                match prepare(&launcher, cgroups.as_ref(), &p.claimed).await {
                     Ok(slot) => {
                         failures = 0;
-                        let Some(p) = pool.upgrade() else { return };
                         p.ready.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
                     }
+                    Err(_) if p.closed.load(std::sync::atomic::Ordering::SeqCst) => return,
                     Err(e) => {
+                        drop(p);
                         failures += 1;
                         tracing::warn!("preparing a sandbox launcher failed: {e}");
                         // Back off; creates still work by preparing inline.
@@ -220,5 +234,6 @@ impl Pool {
                 }
             }
         });
+        *self.refill.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     }
 }

@@ -3,6 +3,7 @@
 
 mod cp;
 mod exec;
+mod mcp;
 mod sandbox;
 mod serve;
 mod shell;
@@ -19,7 +20,11 @@ pub async fn run(cli: Cli) -> ExitCode {
     let json = cli.json;
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        other => match Client::new(&cli.url, cli.api_key.clone()) {
+        Command::Mcp(args) => mcp::run(cli.url.as_deref(), cli.api_key.clone(), args).await,
+        other => match Client::new(
+            cli.url.as_deref().unwrap_or(crate::args::DEFAULT_URL),
+            cli.api_key.clone(),
+        ) {
             Ok(client) => dispatch(&client, other, json).await,
             Err(e) => Err(e),
         },
@@ -35,7 +40,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn dispatch(client: &Client, command: Command, json: bool) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(_) => unreachable!("handled before"),
+        Command::Serve(_) | Command::Mcp(_) => unreachable!("handled before"),
         Command::Create(a) => sandbox::create(client, a, json).await,
         Command::Exec(a) => exec::exec(client, a, json).await,
         Command::Run(a) => exec::run(client, a, json).await,

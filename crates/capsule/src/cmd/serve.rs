@@ -14,9 +14,9 @@ use capsule_runtime::native::{NativeOptions, NativeRuntime};
 use capsule_server::{ServerConfig, app, is_loopback};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::args::ServeArgs;
+use crate::args::{EngineArgs, ServeArgs};
 
-fn default_state_dir() -> PathBuf {
+pub(crate) fn default_state_dir() -> PathBuf {
     if rustix::process::geteuid().is_root() {
         return PathBuf::from("/var/lib/capsule");
     }
@@ -29,9 +29,9 @@ fn default_state_dir() -> PathBuf {
     home.join(".local/state/capsule")
 }
 
-fn init_logging(format: &str) {
+pub(crate) fn init_logging(format: &str, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAPSULE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -73,8 +73,64 @@ async fn shutdown_signal() {
     }
 }
 
+/// An engine on the native backend with its state in `state_dir`, locked
+/// for as long as the returned file lives.
+pub(crate) async fn start_engine(
+    e: &EngineArgs,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<(Arc<Engine>, std::fs::File)> {
+    if e.default_ttl_ms < 1000 {
+        bail!(
+            "--default-ttl-ms {} is too short: sandboxes live at least 1000 ms",
+            e.default_ttl_ms
+        );
+    }
+    if e.default_ttl_ms > e.max_ttl_ms {
+        bail!(
+            "--default-ttl-ms {} is above --max-ttl-ms {}",
+            e.default_ttl_ms,
+            e.max_ttl_ms
+        );
+    }
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let lock = lock_state_dir(state_dir)?;
+    // Sandbox inits are re-parented to the server so it can reap them.
+    if let Err(e) = capsule_sys::process::set_child_subreaper() {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
+    let store = Store::open(&state_dir.join("state.db"))?;
+    let launcher = std::env::current_exe().context("cannot find the capsule executable")?;
+    let runtime = NativeRuntime::new(NativeOptions {
+        dir: state_dir.join("native"),
+        launcher,
+        uid_base: e.uid_base,
+        cgroups: !e.no_cgroups,
+        tmp_bytes: 1 << 30,
+        ready_launchers: e.ready_launchers,
+    })
+    .context("the native backend cannot start")?;
+    for w in runtime.warnings() {
+        tracing::warn!("{w}");
+    }
+    let runtime: Arc<dyn Runtime> = runtime;
+    let config = EngineConfig {
+        default_ttl_ms: e.default_ttl_ms,
+        max_ttl_ms: e.max_ttl_ms,
+        max_sandboxes: e.max_sandboxes,
+        default_memory_mb: e.default_memory_mb,
+        pids: e.pids,
+        output_limit_bytes: e.output_limit,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(config, store, runtime)
+        .await
+        .map_err(|e| anyhow!("the engine cannot start: {}", e.message))?;
+    Ok((engine, lock))
+}
+
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging(&a.log_format);
+    init_logging(&a.log_format, "info");
     let api_keys: Vec<String> = a
         .api_keys
         .iter()
@@ -89,54 +145,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             a.listen
         );
     }
-    let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create {}", state_dir.display()))?;
-    let _lock = lock_state_dir(&state_dir)?;
-    // Sandbox inits are re-parented to the server so it can reap them.
-    if let Err(e) = capsule_sys::process::set_child_subreaper() {
-        tracing::warn!("cannot become a child subreaper: {e}");
-    }
-    let store = Store::open(&state_dir.join("state.db"))?;
-    let launcher = std::env::current_exe().context("cannot find the capsule executable")?;
-    let runtime = NativeRuntime::new(NativeOptions {
-        dir: state_dir.join("native"),
-        launcher,
-        uid_base: a.uid_base,
-        cgroups: !a.no_cgroups,
-        tmp_bytes: 1 << 30,
-        ready_launchers: a.ready_launchers,
-    })
-    .context("the native backend cannot start")?;
-    for w in runtime.warnings() {
-        tracing::warn!("{w}");
-    }
-    let runtime: Arc<dyn Runtime> = runtime;
-    let config = EngineConfig {
-        default_ttl_ms: a.default_ttl_ms,
-        max_ttl_ms: a.max_ttl_ms,
-        max_sandboxes: a.max_sandboxes,
-        default_memory_mb: a.default_memory_mb,
-        pids: a.pids,
-        output_limit_bytes: a.output_limit,
-        ..EngineConfig::default()
-    };
-    if config.default_ttl_ms < 1000 {
-        bail!(
-            "--default-ttl-ms {} is too short: sandboxes live at least 1000 ms",
-            config.default_ttl_ms
-        );
-    }
-    if config.default_ttl_ms > config.max_ttl_ms {
-        bail!(
-            "--default-ttl-ms {} is above --max-ttl-ms {}",
-            config.default_ttl_ms,
-            config.max_ttl_ms
-        );
-    }
-    let engine = Engine::start(config, store, runtime)
-        .await
-        .map_err(|e| anyhow!("the engine cannot start: {}", e.message))?;
+    let state_dir = a.engine.state_dir.clone().unwrap_or_else(default_state_dir);
+    let (engine, _lock) = start_engine(&a.engine, &state_dir).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| {
         format!("cannot listen on {} (is another server running there? choose another with --listen)", a.listen)
     })?;
@@ -167,16 +177,22 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             a.listen
         );
     }
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let router = app(
         engine.clone(),
         ServerConfig {
             max_body_bytes: a.max_request_bytes,
             api_keys,
+            any_host: !is_loopback(&a.listen),
+            shutdown: shutdown.clone(),
         },
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ending = shutdown.clone();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = stop_rx.await;
+        // Long-lived MCP streams end with the server.
+        ending.cancel();
     });
     let server = tokio::spawn(async move { server.await });
     shutdown_signal().await;
