@@ -5,6 +5,7 @@
 //! and validates it, so that the server, the CLI and the tests agree on one
 //! definition.
 
+pub mod admin;
 pub mod e2b;
 pub mod error;
 pub mod ids;

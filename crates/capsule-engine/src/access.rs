@@ -10,6 +10,7 @@ use capsule_runtime::Usage;
 use crate::engine::Engine;
 use crate::errors::{from_runtime, from_store};
 use crate::store::{AccessTokens, SandboxRecord};
+use crate::tenancy::Principal;
 
 /// A running sandbox as a routing front door sees it.
 #[derive(Clone)]
@@ -21,7 +22,16 @@ pub struct SandboxAccess {
 impl Engine {
     /// A running sandbox with its tokens (made and stored now for
     /// sandboxes recorded before tokens existed).
-    pub fn access(&self, id: SandboxId) -> Result<SandboxAccess, ApiError> {
+    pub fn access(&self, who: &Principal, id: SandboxId) -> Result<SandboxAccess, ApiError> {
+        if !self.visible_to(who, id) {
+            return Err(ApiError::sandbox_not_found(id));
+        }
+        self.access_any(id)
+    }
+
+    /// [`Engine::access`] for the E2B traffic, which the sandbox's own
+    /// tokens authenticate.
+    pub fn access_any(&self, id: SandboxId) -> Result<SandboxAccess, ApiError> {
         let live = self.running(id)?;
         let mut record = live.record();
         if record.tokens.envd.is_empty() {
@@ -43,16 +53,16 @@ impl Engine {
         self.live_records()
             .into_iter()
             .find(|r| r.expires_at > now && !r.tokens.envd.is_empty() && matches(&r.tokens))
-            .and_then(|r| self.access(r.id).ok())
+            .and_then(|r| self.access_any(r.id).ok())
     }
 
-    /// Records of every running sandbox, oldest first.
-    pub fn running_records(&self) -> Vec<SandboxRecord> {
+    /// Records of the caller's running sandboxes, oldest first.
+    pub fn running_records(&self, who: &Principal) -> Vec<SandboxRecord> {
         let now = now_millis();
         let mut records: Vec<SandboxRecord> = self
             .live_records()
             .into_iter()
-            .filter(|r| r.expires_at > now)
+            .filter(|r| r.expires_at > now && who.sees(&r.tenant) && !r.extra.pooled)
             .collect();
         records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         records
@@ -64,8 +74,8 @@ impl Engine {
     }
 
     /// Resource use of a running sandbox.
-    pub async fn usage(&self, id: SandboxId) -> Result<Usage, ApiError> {
-        self.running(id)?;
+    pub async fn usage(&self, who: &Principal, id: SandboxId) -> Result<Usage, ApiError> {
+        self.owned(who, id)?;
         self.runtime.usage(id).await.map_err(from_runtime)
     }
 }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::engine::{Engine, validate_env};
 use crate::errors::from_agent;
 use crate::exec::Capped;
+use crate::tenancy::Principal;
 
 /// What one run has produced so far.
 struct Collected {
@@ -70,7 +71,22 @@ impl Collected {
 }
 
 impl Engine {
-    pub async fn run_code_in_context(&self, p: RunCodeParams) -> Result<RunCodeResult, ApiError> {
+    pub async fn run_code_in_context(
+        &self,
+        who: &Principal,
+        p: RunCodeParams,
+    ) -> Result<RunCodeResult, ApiError> {
+        let id = p.id;
+        let result = self.run_in_context_checked(who, p).await;
+        self.audit(who, "sandbox.v1.runCode", Some(id.as_str()), &result);
+        result
+    }
+
+    async fn run_in_context_checked(
+        &self,
+        who: &Principal,
+        p: RunCodeParams,
+    ) -> Result<RunCodeResult, ApiError> {
         validate_env(&p.env, "env")?;
         let timeout = self.exec_timeout(p.timeout_ms)?;
         if p.language.is_some() && p.context_id.is_some() {
@@ -78,7 +94,7 @@ impl Engine {
                 "give either `language` or `context_id`, not both",
             ));
         }
-        let live = self.running(p.id)?;
+        let live = self.owned(who, p.id)?;
         let started = Instant::now();
         let request = json!({
             "code": p.code,

@@ -23,6 +23,11 @@ pub struct EngineConfig {
     /// How long records of ended sandboxes are kept (for `sandbox_expired`
     /// answers and failure reasons).
     pub ended_retention_ms: u64,
+    /// The operator's API keys (admins of the default tenant). With none,
+    /// and none made through the admin API, the server is open.
+    pub api_keys: Vec<String>,
+    /// Requests per minute a key may make unless it has its own limit.
+    pub rate_limit_per_min: Option<u32>,
 }
 
 /// The number of CPUs this host has.
@@ -62,6 +67,8 @@ impl Default for EngineConfig {
             output_limit_bytes: 10 << 20,
             max_file_bytes: 64 << 20,
             ended_retention_ms: 3_600_000,
+            api_keys: Vec::new(),
+            rate_limit_per_min: None,
         }
     }
 }

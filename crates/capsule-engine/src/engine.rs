@@ -14,8 +14,9 @@ use tokio::sync::Notify;
 
 use crate::config::EngineConfig;
 use crate::errors::{from_runtime, from_store};
-use crate::store::{AccessTokens, SandboxRecord, Store, TemplateRecord};
+use crate::store::{AccessTokens, SandboxExtra, SandboxRecord, Store, TemplateRecord};
 use crate::templates::{self, Template};
+use crate::tenancy::Principal;
 
 /// A running sandbox.
 pub(crate) struct Live {
@@ -48,6 +49,7 @@ pub struct Engine {
     creating: Mutex<usize>,
     templates: RwLock<BTreeMap<String, TemplateEntry>>,
     reaper_wake: Arc<Notify>,
+    pub(crate) keys: crate::tenancy::Keys,
 }
 
 const ENV_NAME_MAX: usize = 256;
@@ -103,7 +105,13 @@ impl Engine {
         store: Store,
         runtime: Arc<dyn Runtime>,
     ) -> Result<Arc<Self>, ApiError> {
+        let keys = crate::tenancy::Keys::new(
+            config.api_keys.clone(),
+            store.keys().map_err(from_store)?,
+            config.rate_limit_per_min,
+        );
         let engine = Arc::new(Self {
+            keys,
             config,
             store,
             runtime,
@@ -346,7 +354,26 @@ impl Engine {
         Ok(ttl)
     }
 
-    pub async fn create(self: &Arc<Self>, p: CreateParams) -> Result<CreateResult, ApiError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        who: &Principal,
+        p: CreateParams,
+    ) -> Result<CreateResult, ApiError> {
+        let result = self.create_checked(who, p).await;
+        self.audit(
+            who,
+            "sandbox.v1.create",
+            result.as_ref().ok().map(|r| r.id.as_str()),
+            &result,
+        );
+        result
+    }
+
+    async fn create_checked(
+        self: &Arc<Self>,
+        who: &Principal,
+        p: CreateParams,
+    ) -> Result<CreateResult, ApiError> {
         let template = self.template(&p.template)?;
         let ttl = self.ttl(p.ttl_ms)?;
         let cpu = p.cpu.unwrap_or(self.config.default_cpu);
@@ -377,6 +404,7 @@ impl Engine {
             }
         }
 
+        self.check_sandbox_quota(&who.tenant, cpu, memory_mb, 1)?;
         // Capacity, counted with the ones being created.
         {
             let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
@@ -394,13 +422,16 @@ impl Engine {
             }
             *creating += 1;
         }
-        let result = self.create_counted(template, ttl, cpu, memory_mb, p).await;
+        let result = self
+            .create_counted(who, template, ttl, cpu, memory_mb, p)
+            .await;
         *self.creating.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
         result
     }
 
     async fn create_counted(
         self: &Arc<Self>,
+        who: &Principal,
         template: Template,
         ttl: u64,
         cpu: f64,
@@ -433,6 +464,10 @@ impl Engine {
             reason: None,
             ended_at: None,
             tokens: AccessTokens::generate(),
+            tenant: who.tenant.clone(),
+            runtime: self.runtime.name().to_owned(),
+            paused_at: None,
+            extra: SandboxExtra::default(),
         };
         self.store.insert_sandbox(&rec).map_err(from_store)?;
         let mut env = template.env.clone();
@@ -531,9 +566,37 @@ impl Engine {
         }
     }
 
+    /// A running sandbox the caller may use; any other id is not found,
+    /// whether it never existed or belongs to another tenant.
+    pub(crate) fn owned(&self, who: &Principal, id: SandboxId) -> Result<Arc<Live>, ApiError> {
+        if !self.visible_to(who, id) {
+            return Err(ApiError::sandbox_not_found(id));
+        }
+        self.running(id)
+    }
+
+    /// True when `id` is the caller's (or the caller is an admin); false
+    /// for ids that do not exist.
+    pub(crate) fn visible_to(&self, who: &Principal, id: SandboxId) -> bool {
+        if who.is_admin() {
+            return true;
+        }
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|l| l.record());
+        let rec = match live {
+            Some(r) => Some(r),
+            None => self.store.get_sandbox(id).ok().flatten(),
+        };
+        rec.is_some_and(|r| r.tenant == who.tenant && !r.extra.pooled)
+    }
+
     /// The agent of a running sandbox (for front doors that route to it).
-    pub fn agent(&self, id: SandboxId) -> Result<AgentClient, ApiError> {
-        Ok(self.running(id)?.agent.clone())
+    pub fn agent(&self, who: &Principal, id: SandboxId) -> Result<AgentClient, ApiError> {
+        Ok(self.owned(who, id)?.agent.clone())
     }
 
     fn info(rec: &SandboxRecord) -> SandboxInfo {
@@ -552,8 +615,8 @@ impl Engine {
         }
     }
 
-    pub fn get(&self, id: SandboxId) -> Result<SandboxInfo, ApiError> {
-        match self.running(id) {
+    pub fn get(&self, who: &Principal, id: SandboxId) -> Result<SandboxInfo, ApiError> {
+        match self.owned(who, id) {
             Ok(live) => Ok(Self::info(&live.record())),
             Err(e) => match self.store.get_sandbox(id).map_err(from_store)? {
                 // Failed sandboxes stay visible so the owner can see why.
@@ -563,13 +626,17 @@ impl Engine {
         }
     }
 
-    /// Running sandboxes (and recently failed ones) whose metadata holds every pair of `filter`.
+    /// The caller's running sandboxes (and recently failed ones) whose
+    /// metadata holds every pair of `filter`.
     pub fn list(
         &self,
+        who: &Principal,
         filter: Option<&BTreeMap<String, String>>,
     ) -> Result<Vec<SandboxInfo>, ApiError> {
         let matches = |rec: &SandboxRecord| {
-            filter.is_none_or(|f| f.iter().all(|(k, v)| rec.metadata.get(k) == Some(v)))
+            who.sees(&rec.tenant)
+                && !rec.extra.pooled
+                && filter.is_none_or(|f| f.iter().all(|(k, v)| rec.metadata.get(k) == Some(v)))
         };
         let now = now_millis();
         let mut out: Vec<SandboxInfo> = self
@@ -594,9 +661,25 @@ impl Engine {
         Ok(out)
     }
 
-    pub fn set_timeout(&self, id: SandboxId, ttl_ms: u64) -> Result<String, ApiError> {
+    pub fn set_timeout(
+        &self,
+        who: &Principal,
+        id: SandboxId,
+        ttl_ms: u64,
+    ) -> Result<String, ApiError> {
+        let result = self.set_timeout_checked(who, id, ttl_ms);
+        self.audit(who, "sandbox.v1.setTimeout", Some(id.as_str()), &result);
+        result
+    }
+
+    fn set_timeout_checked(
+        &self,
+        who: &Principal,
+        id: SandboxId,
+        ttl_ms: u64,
+    ) -> Result<String, ApiError> {
         let ttl = self.ttl(Some(ttl_ms))?;
-        let live = self.running(id)?;
+        let live = self.owned(who, id)?;
         let expires_at = now_millis() + ttl as i64;
         self.store
             .set_expires_at(id, expires_at)
@@ -609,7 +692,18 @@ impl Engine {
         Ok(format_rfc3339(expires_at))
     }
 
-    pub async fn delete(&self, id: SandboxId) -> Result<(), ApiError> {
+    pub async fn delete(&self, who: &Principal, id: SandboxId) -> Result<(), ApiError> {
+        let result = if self.visible_to(who, id) {
+            self.delete_any(id).await
+        } else {
+            Err(ApiError::sandbox_not_found(id))
+        };
+        self.audit(who, "sandbox.v1.delete", Some(id.as_str()), &result);
+        result
+    }
+
+    /// Deletes a sandbox whoever owns it.
+    pub(crate) async fn delete_any(&self, id: SandboxId) -> Result<(), ApiError> {
         let removed = self
             .live
             .lock()

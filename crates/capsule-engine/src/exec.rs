@@ -17,6 +17,7 @@ use capsule_protocol::process::{
 use crate::engine::{Engine, validate_env};
 use crate::errors::from_agent;
 use crate::paths::sandbox_path;
+use crate::tenancy::Principal;
 
 /// Output of one stream, cut at a limit.
 pub(crate) struct Capped {
@@ -73,7 +74,14 @@ impl Engine {
         Ok(Duration::from_millis(ms))
     }
 
-    pub async fn exec(&self, p: ExecParams) -> Result<ExecResult, ApiError> {
+    pub async fn exec(&self, who: &Principal, p: ExecParams) -> Result<ExecResult, ApiError> {
+        let id = p.id;
+        let result = self.exec_checked(who, p).await;
+        self.audit(who, "sandbox.v1.exec", Some(id.as_str()), &result);
+        result
+    }
+
+    async fn exec_checked(&self, who: &Principal, p: ExecParams) -> Result<ExecResult, ApiError> {
         validate_env(&p.env, "env")?;
         let job = Job {
             argv: p.cmd.to_argv(),
@@ -83,12 +91,19 @@ impl Engine {
             user: p.user.unwrap_or_default(),
             timeout: self.exec_timeout(p.timeout_ms)?,
         };
-        self.run_job(p.id, job).await
+        self.run_job(who, p.id, job).await
     }
 
-    pub async fn run_code(&self, p: RunParams) -> Result<ExecResult, ApiError> {
+    pub async fn run_code(&self, who: &Principal, p: RunParams) -> Result<ExecResult, ApiError> {
+        let id = p.id;
+        let result = self.run_checked(who, p).await;
+        self.audit(who, "sandbox.v1.run", Some(id.as_str()), &result);
+        result
+    }
+
+    async fn run_checked(&self, who: &Principal, p: RunParams) -> Result<ExecResult, ApiError> {
         validate_env(&p.env, "env")?;
-        let live = self.running(p.id)?;
+        let live = self.owned(who, p.id)?;
         let template = self.template(&live.record().template)?;
         let (argv, code_stdin) = template.run.command(&p.code);
         if code_stdin.is_some() && p.stdin.is_some() {
@@ -105,30 +120,39 @@ impl Engine {
             user: RunAs::User,
             timeout: self.exec_timeout(p.timeout_ms)?,
         };
-        self.run_job(p.id, job).await
+        self.run_job(who, p.id, job).await
     }
 
     /// Runs a command given as a [`CommandSpec`] (for front doors other than JSON-RPC).
     pub async fn exec_simple(
         &self,
+        who: &Principal,
         id: SandboxId,
         cmd: CommandSpec,
         timeout_ms: Option<u64>,
     ) -> Result<ExecResult, ApiError> {
-        self.exec(ExecParams {
-            id,
-            cmd,
-            timeout_ms,
-            env: BTreeMap::new(),
-            cwd: None,
-            stdin: None,
-            user: None,
-        })
+        self.exec(
+            who,
+            ExecParams {
+                id,
+                cmd,
+                timeout_ms,
+                env: BTreeMap::new(),
+                cwd: None,
+                stdin: None,
+                user: None,
+            },
+        )
         .await
     }
 
-    pub(crate) async fn run_job(&self, id: SandboxId, job: Job) -> Result<ExecResult, ApiError> {
-        let live = self.running(id)?;
+    pub(crate) async fn run_job(
+        &self,
+        who: &Principal,
+        id: SandboxId,
+        job: Job,
+    ) -> Result<ExecResult, ApiError> {
+        let live = self.owned(who, id)?;
         let result = collect(&live.agent, job, self.config.output_limit_bytes).await;
         match result {
             // The agent vanished: most likely the sandbox expired or was

@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use crate::engine::Engine;
 use crate::errors::{from_agent, from_agent_file};
 use crate::paths::sandbox_path;
+use crate::tenancy::Principal;
 
 /// Converts the agent's entry into the API's.
 pub fn dir_entry(e: EntryInfo) -> DirEntry {
@@ -52,6 +53,23 @@ fn opts(user: Option<RunAs>) -> CallOptions {
 impl Engine {
     pub async fn write_file(
         &self,
+        who: &Principal,
+        id: SandboxId,
+        path: &str,
+        content: Vec<u8>,
+        mode: Option<u32>,
+        user: Option<RunAs>,
+    ) -> Result<WriteFileResult, ApiError> {
+        let result = self
+            .write_file_checked(who, id, path, content, mode, user)
+            .await;
+        self.audit(who, "sandbox.v1.writeFile", Some(id.as_str()), &result);
+        result
+    }
+
+    async fn write_file_checked(
+        &self,
+        who: &Principal,
         id: SandboxId,
         path: &str,
         content: Vec<u8>,
@@ -75,7 +93,7 @@ impl Engine {
                 ),
             ));
         }
-        let live = self.running(id)?;
+        let live = self.owned(who, id)?;
         let user = user.unwrap_or_default();
         live.agent
             .write_file(
@@ -91,12 +109,13 @@ impl Engine {
 
     pub async fn read_file(
         &self,
+        who: &Principal,
         id: SandboxId,
         path: &str,
         user: Option<RunAs>,
     ) -> Result<Vec<u8>, ApiError> {
         let path = sandbox_path(path)?;
-        let live = self.running(id)?;
+        let live = self.owned(who, id)?;
         let resp = live
             .agent
             .read_file_stream(&path, Some(user.unwrap_or_default().username()))
@@ -138,12 +157,13 @@ impl Engine {
 
     pub async fn list_dir(
         &self,
+        who: &Principal,
         id: SandboxId,
         path: &str,
         user: Option<RunAs>,
     ) -> Result<Vec<DirEntry>, ApiError> {
         let path = sandbox_path(path)?;
-        let live = self.running(id)?;
+        let live = self.owned(who, id)?;
         let resp: ListDirResponse = live
             .agent
             .unary(
@@ -162,13 +182,14 @@ impl Engine {
     /// A filesystem call that answers with one entry (stat, makeDir).
     async fn entry_call(
         &self,
+        who: &Principal,
         procedure: &str,
         id: SandboxId,
         path: &str,
         user: Option<RunAs>,
     ) -> Result<DirEntry, ApiError> {
         let path = sandbox_path(path)?;
-        let live = self.running(id)?;
+        let live = self.owned(who, id)?;
         let resp: EntryResponse = live
             .agent
             .unary(procedure, &PathRequest { path: path.clone() }, &opts(user))
@@ -179,24 +200,43 @@ impl Engine {
 
     pub async fn stat(
         &self,
+        who: &Principal,
         id: SandboxId,
         path: &str,
         user: Option<RunAs>,
     ) -> Result<DirEntry, ApiError> {
-        self.entry_call(paths::FS_STAT, id, path, user).await
+        self.entry_call(who, paths::FS_STAT, id, path, user).await
     }
 
     pub async fn make_dir(
         &self,
+        who: &Principal,
         id: SandboxId,
         path: &str,
         user: Option<RunAs>,
     ) -> Result<DirEntry, ApiError> {
-        self.entry_call(paths::FS_MAKE_DIR, id, path, user).await
+        let result = self
+            .entry_call(who, paths::FS_MAKE_DIR, id, path, user)
+            .await;
+        self.audit(who, "sandbox.v1.makeDir", Some(id.as_str()), &result);
+        result
     }
 
     pub async fn remove(
         &self,
+        who: &Principal,
+        id: SandboxId,
+        path: &str,
+        user: Option<RunAs>,
+    ) -> Result<(), ApiError> {
+        let result = self.remove_checked(who, id, path, user).await;
+        self.audit(who, "sandbox.v1.remove", Some(id.as_str()), &result);
+        result
+    }
+
+    async fn remove_checked(
+        &self,
+        who: &Principal,
         id: SandboxId,
         path: &str,
         user: Option<RunAs>,
@@ -207,7 +247,7 @@ impl Engine {
                 "refusing to remove / (the whole sandbox root)",
             ));
         }
-        let live = self.running(id)?;
+        let live = self.owned(who, id)?;
         live.agent
             .unary::<_, Empty>(
                 paths::FS_REMOVE,
@@ -220,7 +260,11 @@ impl Engine {
     }
 
     /// Checks the agent of a running sandbox answers.
-    pub async fn ping(&self, id: SandboxId) -> Result<(), ApiError> {
-        self.running(id)?.agent.health().await.map_err(from_agent)
+    pub async fn ping(&self, who: &Principal, id: SandboxId) -> Result<(), ApiError> {
+        self.owned(who, id)?
+            .agent
+            .health()
+            .await
+            .map_err(from_agent)
     }
 }

@@ -12,9 +12,11 @@ pub mod files;
 pub mod paths;
 pub mod store;
 pub mod templates;
+mod tenancy;
 mod terminal;
 
 pub use access::SandboxAccess;
 pub use config::EngineConfig;
 pub use engine::Engine;
+pub use tenancy::{AuthError, Principal};
 pub use terminal::{Terminal, TerminalControl, TerminalEvent};

@@ -12,7 +12,7 @@ use capsule_api::timefmt::UnixMillis;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +52,44 @@ pub struct SandboxRecord {
     pub ended_at: Option<UnixMillis>,
     /// Secrets that open the sandbox's in-sandbox APIs to E2B clients.
     pub tokens: AccessTokens,
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// The backend that runs it (`native`, `oci:runc`, ...).
+    pub runtime: String,
+    /// Set while the sandbox is paused.
+    pub paused_at: Option<UnixMillis>,
+    /// Options beyond the basics, kept as JSON.
+    pub extra: SandboxExtra,
+}
+
+/// A volume mounted into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct VolumeMount {
+    pub name: String,
+    pub path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Sandbox options stored as one JSON column, so that new ones need no
+/// schema change.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SandboxExtra {
+    /// Volumes mounted at create time.
+    pub volumes: Vec<VolumeMount>,
+    /// The snapshot it was created from.
+    pub snapshot: Option<String>,
+    /// The sandbox it was forked from.
+    pub forked_from: Option<String>,
+    /// Network settings (absent: no network).
+    pub network: Option<serde_json::Value>,
+    /// Disk limit of its writable layer, in MiB.
+    pub disk_mb: Option<u64>,
+    /// Pause after this long without activity.
+    pub auto_pause_ms: Option<u64>,
+    /// Made by a warm pool and not yet claimed.
+    pub pooled: bool,
 }
 
 /// The per-sandbox secrets of the E2B front door: the envd access token
@@ -102,6 +140,10 @@ fn map_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, SandboxRecor
             ended_at: row.get(11)?,
             access_token: row.get(12)?,
             traffic_token: row.get(13)?,
+            tenant: row.get(14)?,
+            runtime: row.get(15)?,
+            paused_at: row.get(16)?,
+            extra: row.get(17)?,
         },
     ))
 }
@@ -120,6 +162,10 @@ struct SandboxRecordRaw {
     ended_at: Option<i64>,
     access_token: Option<String>,
     traffic_token: Option<String>,
+    tenant: String,
+    runtime: String,
+    paused_at: Option<i64>,
+    extra: Option<String>,
 }
 
 impl SandboxRecordRaw {
@@ -147,11 +193,20 @@ impl SandboxRecordRaw {
                 envd: self.access_token.unwrap_or_default(),
                 traffic: self.traffic_token.unwrap_or_default(),
             },
+            tenant: self.tenant,
+            runtime: self.runtime,
+            paused_at: self.paused_at,
+            extra: match self.extra.as_deref() {
+                None | Some("") => SandboxExtra::default(),
+                Some(text) => {
+                    serde_json::from_str(text).map_err(|e| corrupt(format!("extra: {e}")))?
+                }
+            },
         })
     }
 }
 
-const SELECT: &str = "SELECT id, template, state, created_at, expires_at, cpu, memory_mb, pids, metadata, env, reason, ended_at, access_token, traffic_token FROM sandboxes";
+const SELECT: &str = "SELECT id, template, state, created_at, expires_at, cpu, memory_mb, pids, metadata, env, reason, ended_at, access_token, traffic_token, tenant, runtime, paused_at, extra FROM sandboxes";
 
 impl Store {
     /// Opens (creating if needed) the database at `path`.
@@ -199,13 +254,65 @@ impl Store {
                  reason TEXT,
                  ended_at INTEGER,
                  access_token TEXT,
-                 traffic_token TEXT
+                 traffic_token TEXT,
+                 tenant TEXT NOT NULL DEFAULT 'default',
+                 runtime TEXT NOT NULL DEFAULT 'native',
+                 paused_at INTEGER,
+                 extra TEXT
              );
              CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
              CREATE TABLE IF NOT EXISTS templates (
                  name TEXT PRIMARY KEY,
                  builtin INTEGER NOT NULL,
                  definition TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS tenants (
+                 name TEXT PRIMARY KEY,
+                 created_at INTEGER NOT NULL,
+                 quotas TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS api_keys (
+                 id TEXT PRIMARY KEY,
+                 tenant TEXT NOT NULL,
+                 role TEXT NOT NULL,
+                 hash TEXT NOT NULL,
+                 name TEXT NOT NULL,
+                 rate_per_min INTEGER,
+                 created_at INTEGER NOT NULL,
+                 revoked_at INTEGER
+             );
+             CREATE TABLE IF NOT EXISTS audit (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 at INTEGER NOT NULL,
+                 tenant TEXT NOT NULL,
+                 key_id TEXT,
+                 action TEXT NOT NULL,
+                 target TEXT,
+                 outcome TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+             CREATE TABLE IF NOT EXISTS snapshots (
+                 id TEXT PRIMARY KEY,
+                 tenant TEXT NOT NULL,
+                 name TEXT,
+                 source TEXT NOT NULL,
+                 template TEXT NOT NULL,
+                 runtime TEXT NOT NULL,
+                 env TEXT NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 size_bytes INTEGER NOT NULL,
+                 UNIQUE (tenant, name)
+             );
+             CREATE TABLE IF NOT EXISTS volumes (
+                 tenant TEXT NOT NULL,
+                 name TEXT NOT NULL,
+                 size_bytes INTEGER NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 PRIMARY KEY (tenant, name)
+             );
+             CREATE TABLE IF NOT EXISTS pools (
+                 template TEXT PRIMARY KEY,
+                 size INTEGER NOT NULL
              );",
         )?;
         let version: Option<String> = conn
@@ -247,8 +354,8 @@ impl Store {
 
     pub fn insert_sandbox(&self, r: &SandboxRecord) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO sandboxes (id, template, state, created_at, expires_at, cpu, memory_mb, pids, metadata, env, reason, ended_at, access_token, traffic_token)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            "INSERT INTO sandboxes (id, template, state, created_at, expires_at, cpu, memory_mb, pids, metadata, env, reason, ended_at, access_token, traffic_token, tenant, runtime, paused_at, extra)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 r.id.as_str(),
                 r.template,
@@ -264,6 +371,41 @@ impl Store {
                 r.ended_at,
                 r.tokens.envd,
                 r.tokens.traffic,
+                r.tenant,
+                r.runtime,
+                r.paused_at,
+                serde_json::to_string(&r.extra).expect("options serialize"),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records that a sandbox was paused (`Some`) or resumed (`None`).
+    pub fn set_paused(&self, id: SandboxId, paused_at: Option<UnixMillis>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE sandboxes SET paused_at = ?2 WHERE id = ?1",
+            params![id.as_str(), paused_at],
+        )?;
+        Ok(())
+    }
+
+    /// Hands a sandbox to a tenant (a claimed pool sandbox).
+    pub fn set_owner(
+        &self,
+        id: SandboxId,
+        tenant: &str,
+        metadata: &BTreeMap<String, String>,
+        env: &BTreeMap<String, String>,
+        extra: &SandboxExtra,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE sandboxes SET tenant = ?2, metadata = ?3, env = ?4, extra = ?5 WHERE id = ?1",
+            params![
+                id.as_str(),
+                tenant,
+                serde_json::to_string(metadata).expect("maps serialize"),
+                serde_json::to_string(env).expect("maps serialize"),
+                serde_json::to_string(extra).expect("options serialize"),
             ],
         )?;
         Ok(())
@@ -382,7 +524,294 @@ fn migrate(conn: &Connection, from: i64) -> Result<()> {
              ALTER TABLE sandboxes ADD COLUMN traffic_token TEXT;",
         )?;
     }
+    if from < 3 {
+        // Version 3: tenants, backends per sandbox, pausing, more options.
+        // (The new tables are made by `init`.)
+        conn.execute_batch(
+            "ALTER TABLE sandboxes ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+             ALTER TABLE sandboxes ADD COLUMN runtime TEXT NOT NULL DEFAULT 'native';
+             ALTER TABLE sandboxes ADD COLUMN paused_at INTEGER;
+             ALTER TABLE sandboxes ADD COLUMN extra TEXT;",
+        )?;
+    }
     Ok(())
+}
+
+/// An API key as stored: its hash, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: String,
+    pub tenant: String,
+    pub role: String,
+    /// SHA-256 of the whole key, hex.
+    pub hash: String,
+    pub name: String,
+    pub rate_per_min: Option<u32>,
+    pub created_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub at: UnixMillis,
+    pub tenant: String,
+    pub key_id: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: String,
+}
+
+impl Store {
+    pub fn insert_key(&self, k: &KeyRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO api_keys (id, tenant, role, hash, name, rate_per_min, created_at, revoked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![k.id, k.tenant, k.role, k.hash, k.name, k.rate_per_min, k.created_at, k.revoked_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn keys(&self) -> Result<Vec<KeyRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, tenant, role, hash, name, rate_per_min, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(KeyRecord {
+                    id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    role: r.get(2)?,
+                    hash: r.get(3)?,
+                    name: r.get(4)?,
+                    rate_per_min: r.get(5)?,
+                    created_at: r.get(6)?,
+                    revoked_at: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Marks a key revoked; false when there is no such key.
+    pub fn revoke_key(&self, id: &str, at: UnixMillis) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![id, at],
+        )? > 0)
+    }
+
+    /// Sets a tenant's quotas (JSON), creating the tenant.
+    pub fn set_tenant(&self, name: &str, quotas: &str, now: UnixMillis) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO tenants (name, created_at, quotas) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET quotas = excluded.quotas",
+            params![name, now, quotas],
+        )?;
+        Ok(())
+    }
+
+    /// Tenants and their quotas (JSON).
+    pub fn tenants(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, quotas FROM tenants ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn insert_audit(&self, a: &AuditRecord) -> Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO audit (at, tenant, key_id, action, target, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![a.at, a.tenant, a.key_id, a.action, a.target, a.outcome])?;
+        Ok(())
+    }
+
+    /// Audit entries, newest first.
+    pub fn audit(
+        &self,
+        tenant: Option<&str>,
+        since: UnixMillis,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT at, tenant, key_id, action, target, outcome FROM audit
+             WHERE at >= ?1 AND (?2 IS NULL OR tenant = ?2) ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![since, tenant, limit], |r| {
+                Ok(AuditRecord {
+                    at: r.get(0)?,
+                    tenant: r.get(1)?,
+                    key_id: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    outcome: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}
+
+/// A snapshot as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub tenant: String,
+    pub name: Option<String>,
+    /// The sandbox it was taken of.
+    pub source: String,
+    pub template: String,
+    pub runtime: String,
+    pub env: BTreeMap<String, String>,
+    pub created_at: UnixMillis,
+    pub size_bytes: u64,
+}
+
+/// A volume as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRecord {
+    pub tenant: String,
+    pub name: String,
+    pub size_bytes: u64,
+    pub created_at: UnixMillis,
+}
+
+impl Store {
+    pub fn insert_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO snapshots (id, tenant, name, source, template, runtime, env, created_at, size_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                s.id,
+                s.tenant,
+                s.name,
+                s.source,
+                s.template,
+                s.runtime,
+                serde_json::to_string(&s.env).expect("maps serialize"),
+                s.created_at,
+                s.size_bytes as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn snapshots(&self) -> Result<Vec<SnapshotRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, tenant, name, source, template, runtime, env, created_at, size_bytes FROM snapshots ORDER BY created_at, id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    SnapshotRecord {
+                        id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        name: r.get(2)?,
+                        source: r.get(3)?,
+                        template: r.get(4)?,
+                        runtime: r.get(5)?,
+                        env: BTreeMap::new(),
+                        created_at: r.get(7)?,
+                        size_bytes: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
+                    },
+                    r.get::<_, String>(6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(mut s, env)| {
+                s.env = serde_json::from_str(&env).map_err(|e| StoreError::Corrupt {
+                    id: s.id.clone(),
+                    detail: format!("env: {e}"),
+                })?;
+                Ok(s)
+            })
+            .collect()
+    }
+
+    pub fn delete_snapshot(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM snapshots WHERE id = ?1", params![id])?
+            > 0)
+    }
+
+    pub fn snapshot_count(&self, tenant: &str) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM snapshots WHERE tenant = ?1",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    pub fn insert_volume(&self, v: &VolumeRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO volumes (tenant, name, size_bytes, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![v.tenant, v.name, v.size_bytes as i64, v.created_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn volumes(&self) -> Result<Vec<VolumeRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT tenant, name, size_bytes, created_at FROM volumes ORDER BY tenant, name",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(VolumeRecord {
+                    tenant: r.get(0)?,
+                    name: r.get(1)?,
+                    size_bytes: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    created_at: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    pub fn delete_volume(&self, tenant: &str, name: &str) -> Result<bool> {
+        Ok(self.conn().execute(
+            "DELETE FROM volumes WHERE tenant = ?1 AND name = ?2",
+            params![tenant, name],
+        )? > 0)
+    }
+
+    pub fn volume_bytes(&self, tenant: &str) -> Result<u64> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COALESCE(SUM(size_bytes), 0) FROM volumes WHERE tenant = ?1",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    pub fn set_pool(&self, template: &str, size: u32) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO pools (template, size) VALUES (?1, ?2)
+             ON CONFLICT(template) DO UPDATE SET size = excluded.size",
+            params![template, size],
+        )?;
+        Ok(())
+    }
+
+    pub fn pools(&self) -> Result<Vec<(String, u32)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT template, size FROM pools ORDER BY template")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +833,10 @@ mod tests {
             reason: None,
             ended_at: None,
             tokens: AccessTokens::generate(),
+            tenant: "default".into(),
+            runtime: "native".into(),
+            paused_at: None,
+            extra: SandboxExtra::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use capsule_protocol::process::{
 
 use crate::engine::Engine;
 use crate::errors::from_agent;
+use crate::tenancy::Principal;
 
 /// A running terminal session.
 pub struct Terminal {
@@ -40,12 +41,25 @@ impl Engine {
     /// Starts a login shell for the sandbox user on a `cols` x `rows` terminal.
     pub async fn open_terminal(
         &self,
+        who: &Principal,
+        id: SandboxId,
+        cols: u32,
+        rows: u32,
+    ) -> Result<Terminal, ApiError> {
+        let result = self.open_terminal_checked(who, id, cols, rows).await;
+        self.audit(who, "terminal", Some(id.as_str()), &result);
+        result
+    }
+
+    async fn open_terminal_checked(
+        &self,
+        who: &Principal,
         id: SandboxId,
         cols: u32,
         rows: u32,
     ) -> Result<Terminal, ApiError> {
         check_size(cols, rows)?;
-        let live = self.running(id)?;
+        let live = self.owned(who, id)?;
         let req = StartRequest {
             process: ProcessConfig {
                 cmd: "/bin/bash".into(),

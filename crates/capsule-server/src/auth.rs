@@ -1,14 +1,15 @@
 //! API keys. With none configured the server is open (it then listens on
 //! loopback only, unless told otherwise). With keys, every request to the
-//! control plane (`/rpc`, `/terminal`, the E2B routes) must carry one, as
-//! `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+//! control plane (`/rpc`, `/terminal`, `/mcp`, the E2B routes) must carry
+//! one, as `Authorization: Bearer <key>` or `X-API-Key: <key>`; the engine
+//! says which tenant and role it stands for.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use capsule_api::rpc::{ErrorObject, Response as RpcResponse};
-use capsule_api::{ApiError, ErrorKind};
+use capsule_engine::AuthError;
 
 use crate::AppState;
 
@@ -36,42 +37,51 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Rejects control-plane requests without a configured key.
+/// Resolves the caller of every control-plane request (`/rpc`,
+/// `/terminal`, `/mcp`, the E2B control plane) and puts its [`Principal`]
+/// in the request's extensions; refuses missing, unknown and revoked keys
+/// and keys past their rate limit, each door in its own error shape.
 pub(crate) async fn require_key(
     State(state): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    let keys = &state.config.api_keys;
-    let path = req.uri().path();
-    if keys.is_empty() || path == "/health" {
+    let path = req.uri().path().to_owned();
+    if path == "/health" {
         return next.run(req).await;
     }
-    let ok =
-        presented_key(req.headers()).is_some_and(|k| keys.iter().any(|key| same_secret(k, key)));
-    if ok {
-        return next.run(req).await;
+    match state.engine.authenticate(presented_key(req.headers())) {
+        Ok(who) => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Err(e) => refuse(&path, &e),
     }
-    let message = if presented_key(req.headers()).is_some() {
-        "the API key is not valid"
-    } else {
-        "an API key is required (Authorization: Bearer <key> or X-API-Key: <key>)"
+}
+
+fn refuse(path: &str, e: &AuthError) -> Response {
+    let err = e.to_api_error();
+    let status = match e {
+        AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::UNAUTHORIZED,
     };
-    // Each front door answers in its own error shape.
-    let err = ApiError::new(ErrorKind::Unauthorized, message);
-    let body = if path == "/rpc" {
-        serde_json::to_vec(&RpcResponse::failure(serde_json::Value::Null, &err))
+    let mut resp = if path == "/rpc" {
+        let body = serde_json::to_vec(&RpcResponse::failure(serde_json::Value::Null, &err))
+            .expect("responses serialize");
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
     } else if path.starts_with("/terminal/") {
-        serde_json::to_vec(&serde_json::json!({ "error": ErrorObject::from(&err) }))
+        let body = serde_json::to_vec(&serde_json::json!({ "error": ErrorObject::from(&err) }))
+            .expect("responses serialize");
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
     } else {
-        return crate::e2b::error(StatusCode::UNAUTHORIZED, message);
+        crate::e2b::error(status, err.message.clone())
     };
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.expect("responses serialize"),
-    )
-        .into_response()
+    if let AuthError::RateLimited { retry_after_s, .. } = e
+        && let Ok(v) = header::HeaderValue::from_str(&retry_after_s.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 #[cfg(test)]

@@ -20,9 +20,6 @@ use capsule_engine::Engine;
 pub struct ServerConfig {
     /// The largest request body `/rpc` accepts.
     pub max_body_bytes: usize,
-    /// Keys that open the control plane; none means open to anyone who can
-    /// connect (loopback only, unless the operator says otherwise).
-    pub api_keys: Vec<String>,
     /// Accept any `Host` header at `/mcp` (the server is reachable under
     /// other names); otherwise only local names, against DNS rebinding.
     pub any_host: bool,
@@ -35,7 +32,6 @@ impl Default for ServerConfig {
         Self {
             // A 64 MiB file as base64 plus the envelope.
             max_body_bytes: 96 << 20,
-            api_keys: Vec::new(),
             any_host: false,
             shutdown: tokio_util::sync::CancellationToken::new(),
         }

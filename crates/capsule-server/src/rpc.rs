@@ -4,6 +4,10 @@ use axum::body::{Body, to_bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use capsule_api::admin::{
+    AuditParams, AuditResult, CreateKeyParams, GetTenantParams, ListKeysParams, ListKeysResult,
+    ListTenantsResult, RevokeKeyParams, RevokeKeyResult, SetQuotasParams, methods as admin_methods,
+};
 use capsule_api::rpc::{Call, Payload, Response as RpcResponse, parse_call, parse_payload};
 use capsule_api::sandbox::{
     CreateParams, DeleteResult, EntryResult, ExecParams, IdParams, ListDirResult, ListParams,
@@ -12,6 +16,7 @@ use capsule_api::sandbox::{
     parse_params,
 };
 use capsule_api::{ApiError, ErrorKind};
+use capsule_engine::{Engine, Principal};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -25,7 +30,11 @@ fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-pub(crate) async fn handle(State(state): State<AppState>, body: Body) -> Response {
+pub(crate) async fn handle(
+    State(state): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    body: Body,
+) -> Response {
     let limit = state.config.max_body_bytes;
     let bytes = match to_bytes(body, limit).await {
         Ok(b) => b,
@@ -60,7 +69,7 @@ pub(crate) async fn handle(State(state): State<AppState>, body: Body) -> Respons
     };
     match parse_payload(&bytes) {
         Err(err) => json_response(StatusCode::OK, &RpcResponse::failure(Value::Null, &err)),
-        Ok(Payload::Single(value)) => match run(&state, value).await {
+        Ok(Payload::Single(value)) => match run(&state, &who, value).await {
             Some(resp) => json_response(StatusCode::OK, &resp),
             None => StatusCode::NO_CONTENT.into_response(),
         },
@@ -77,7 +86,7 @@ pub(crate) async fn handle(State(state): State<AppState>, body: Body) -> Respons
             }
             let mut out = Vec::new();
             for item in items {
-                if let Some(resp) = run(&state, item).await {
+                if let Some(resp) = run(&state, &who, item).await {
                     out.push(resp);
                 }
             }
@@ -91,13 +100,13 @@ pub(crate) async fn handle(State(state): State<AppState>, body: Body) -> Respons
 }
 
 /// Runs one call; `None` for a notification.
-async fn run(state: &AppState, value: Value) -> Option<RpcResponse> {
+async fn run(state: &AppState, who: &Principal, value: Value) -> Option<RpcResponse> {
     let call = match parse_call(value) {
         Ok(c) => c,
         Err((id, err)) => return Some(RpcResponse::failure(id, &err)),
     };
     let Call { id, method, params } = call;
-    let result = dispatch(state, &method, params).await;
+    let result = dispatch(state, who, &method, params).await;
     if let Err(e) = &result
         && matches!(e.kind, ErrorKind::Internal)
     {
@@ -116,29 +125,33 @@ fn to_value(v: impl Serialize) -> Result<Value, ApiError> {
 
 pub(crate) async fn dispatch(
     state: &AppState,
+    who: &Principal,
     method: &str,
     params: Value,
 ) -> Result<Value, ApiError> {
     let engine = &state.engine;
+    if method.starts_with("admin.") {
+        return admin(engine, who, method, params);
+    }
     match method {
         methods::CREATE => to_value(
             engine
-                .create(parse_params::<CreateParams>(method, params)?)
+                .create(who, parse_params::<CreateParams>(method, params)?)
                 .await?,
         ),
         methods::EXEC => to_value(
             engine
-                .exec(parse_params::<ExecParams>(method, params)?)
+                .exec(who, parse_params::<ExecParams>(method, params)?)
                 .await?,
         ),
         methods::RUN => to_value(
             engine
-                .run_code(parse_params::<RunParams>(method, params)?)
+                .run_code(who, parse_params::<RunParams>(method, params)?)
                 .await?,
         ),
         methods::RUN_CODE => to_value(
             engine
-                .run_code_in_context(parse_params::<RunCodeParams>(method, params)?)
+                .run_code_in_context(who, parse_params::<RunCodeParams>(method, params)?)
                 .await?,
         ),
         methods::WRITE_FILE => {
@@ -146,13 +159,13 @@ pub(crate) async fn dispatch(
             let content = p.decode_content()?;
             to_value(
                 engine
-                    .write_file(p.id, &p.path, content, p.mode.map(|m| m.0), p.user)
+                    .write_file(who, p.id, &p.path, content, p.mode.map(|m| m.0), p.user)
                     .await?,
             )
         }
         methods::READ_FILE => {
             let p: PathParams = parse_params(method, params)?;
-            let bytes = engine.read_file(p.id, &p.path, p.user).await?;
+            let bytes = engine.read_file(who, p.id, &p.path, p.user).await?;
             to_value(ReadFileResult {
                 size: bytes.len() as u64,
                 content: encode_base64(&bytes),
@@ -161,45 +174,45 @@ pub(crate) async fn dispatch(
         methods::LIST_DIR => {
             let p: PathParams = parse_params(method, params)?;
             to_value(ListDirResult {
-                entries: engine.list_dir(p.id, &p.path, p.user).await?,
+                entries: engine.list_dir(who, p.id, &p.path, p.user).await?,
             })
         }
         methods::STAT => {
             let p: PathParams = parse_params(method, params)?;
             to_value(EntryResult {
-                entry: engine.stat(p.id, &p.path, p.user).await?,
+                entry: engine.stat(who, p.id, &p.path, p.user).await?,
             })
         }
         methods::MAKE_DIR => {
             let p: PathParams = parse_params(method, params)?;
             to_value(EntryResult {
-                entry: engine.make_dir(p.id, &p.path, p.user).await?,
+                entry: engine.make_dir(who, p.id, &p.path, p.user).await?,
             })
         }
         methods::REMOVE => {
             let p: PathParams = parse_params(method, params)?;
-            engine.remove(p.id, &p.path, p.user).await?;
+            engine.remove(who, p.id, &p.path, p.user).await?;
             to_value(RemoveResult { removed: true })
         }
         methods::DELETE => {
             let p: IdParams = parse_params(method, params)?;
-            engine.delete(p.id).await?;
+            engine.delete(who, p.id).await?;
             to_value(DeleteResult { deleted: true })
         }
         methods::GET => {
             let p: IdParams = parse_params(method, params)?;
-            to_value(engine.get(p.id)?)
+            to_value(engine.get(who, p.id)?)
         }
         methods::LIST => {
             let p: ListParams = parse_params(method, params)?;
             to_value(ListResult {
-                sandboxes: engine.list(p.metadata.as_ref())?,
+                sandboxes: engine.list(who, p.metadata.as_ref())?,
             })
         }
         methods::SET_TIMEOUT => {
             let p: SetTimeoutParams = parse_params(method, params)?;
             to_value(SetTimeoutResult {
-                expires_at: engine.set_timeout(p.id, p.ttl_ms)?,
+                expires_at: engine.set_timeout(who, p.id, p.ttl_ms)?,
             })
         }
         methods::TEMPLATES => {
@@ -213,6 +226,65 @@ pub(crate) async fn dispatch(
             format!(
                 "method {other:?} does not exist; methods: {}",
                 methods::ALL.join(", ")
+            ),
+        )
+        .with_detail("method", other)),
+    }
+}
+
+/// The `admin.v1.*` methods.
+fn admin(engine: &Engine, who: &Principal, method: &str, params: Value) -> Result<Value, ApiError> {
+    // Refused before anything about the call is looked at.
+    if method != admin_methods::GET_TENANT
+        && admin_methods::ALL.contains(&method)
+        && !who.is_admin()
+    {
+        return Err(ApiError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{method} needs an admin key; this key is a member of tenant {:?}",
+                who.tenant
+            ),
+        ));
+    }
+    match method {
+        admin_methods::CREATE_KEY => {
+            to_value(engine.create_key(who, parse_params::<CreateKeyParams>(method, params)?)?)
+        }
+        admin_methods::LIST_KEYS => {
+            let p: ListKeysParams = parse_params(method, params)?;
+            to_value(ListKeysResult {
+                keys: engine.list_keys(who, p.tenant.as_deref())?,
+            })
+        }
+        admin_methods::REVOKE_KEY => {
+            let p: RevokeKeyParams = parse_params(method, params)?;
+            to_value(RevokeKeyResult {
+                revoked: engine.revoke_key(who, &p.key_id)?,
+            })
+        }
+        admin_methods::SET_QUOTAS => {
+            let p: SetQuotasParams = parse_params(method, params)?;
+            to_value(engine.set_quotas(who, &p.tenant, p.quotas)?)
+        }
+        admin_methods::GET_TENANT => {
+            let p: GetTenantParams = parse_params(method, params)?;
+            to_value(engine.get_tenant(who, p.tenant.as_deref())?)
+        }
+        admin_methods::LIST_TENANTS => {
+            let _: NoParams = parse_params(method, params)?;
+            to_value(ListTenantsResult {
+                tenants: engine.list_tenants(who)?,
+            })
+        }
+        admin_methods::AUDIT => to_value(AuditResult {
+            entries: engine.audit_log(who, parse_params::<AuditParams>(method, params)?)?,
+        }),
+        other => Err(ApiError::new(
+            ErrorKind::MethodNotFound,
+            format!(
+                "method {other:?} does not exist; admin methods: {}",
+                admin_methods::ALL.join(", ")
             ),
         )
         .with_detail("method", other)),

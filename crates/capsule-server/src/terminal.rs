@@ -49,6 +49,7 @@ fn size_param(query: &HashMap<String, String>, name: &str, default: u32) -> Resu
 
 pub(crate) async fn handle(
     State(state): State<AppState>,
+    axum::Extension(who): axum::Extension<capsule_engine::Principal>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
@@ -64,12 +65,12 @@ pub(crate) async fn handle(
         Err(e) => return error_response(&e),
     };
     // Start the shell before upgrading, so a bad id is a plain HTTP error.
-    let terminal = match state.engine.open_terminal(id, cols, rows).await {
+    let terminal = match state.engine.open_terminal(&who, id, cols, rows).await {
         Ok(t) => t,
         Err(e) => return error_response(&e),
     };
     let engine = state.engine.clone();
-    ws.on_upgrade(move |socket| bridge(socket, terminal, engine, id))
+    ws.on_upgrade(move |socket| bridge(socket, terminal, engine, who, id))
 }
 
 #[derive(Deserialize)]
@@ -122,6 +123,7 @@ async fn bridge(
     socket: WebSocket,
     mut terminal: Terminal,
     engine: std::sync::Arc<capsule_engine::Engine>,
+    who: capsule_engine::Principal,
     id: SandboxId,
 ) {
     let control = terminal.control();
@@ -153,7 +155,7 @@ async fn bridge(
                     break;
                 }
                 Some(Err(e)) => {
-                    close = match engine.agent(id) {
+                    close = match engine.agent(&who, id) {
                         // The sandbox ended (expired or deleted): say so.
                         Err(gone) => CloseFrame { code: 1001, reason: truncate_reason(&gone.message).into() },
                         Ok(_) => CloseFrame { code: 1011, reason: truncate_reason(&e.message).into() },

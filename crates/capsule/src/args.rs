@@ -52,10 +52,79 @@ pub enum Command {
     Timeout(TimeoutArgs),
     /// List the templates and whether this host can run them.
     Templates,
+    /// Manage API keys (admin): create, list, revoke.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Tenants, their quotas and what they use (admin; members see their own).
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// The audit log of state-changing calls (admin).
+    Audit(AuditArgs),
     /// Serve the Model Context Protocol over stdio, for MCP clients (Claude
     /// Code, Claude Desktop, Cursor). With --url (or CAPSULE_URL) it uses
     /// that server; otherwise it runs an embedded one for this session.
     Mcp(McpArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key for a tenant and print it (the only time it is shown).
+    Create {
+        /// The tenant the key belongs to (made if new).
+        tenant: String,
+        /// `member` (its own tenant's sandboxes) or `admin` (everything).
+        #[arg(long, default_value = "member", value_parser = ["member", "admin"])]
+        role: String,
+        /// A label to recognise the key by.
+        #[arg(long)]
+        name: Option<String>,
+        /// Requests per minute this key may make.
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
+    /// List keys (prefixes only).
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by its id (from `capsule keys list`).
+    Revoke { key_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Every tenant with its quotas and use (admin).
+    List,
+    /// One tenant (default: the key's own).
+    Show { tenant: Option<String> },
+    /// Set a tenant's quotas; limits not given are removed.
+    SetQuota {
+        tenant: String,
+        #[arg(long)]
+        max_sandboxes: Option<u64>,
+        #[arg(long)]
+        max_cpu: Option<f64>,
+        #[arg(long)]
+        max_memory_mb: Option<u64>,
+        #[arg(long)]
+        max_snapshots: Option<u64>,
+        #[arg(long)]
+        max_volume_bytes: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this tenant's entries.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only entries at or after this RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many entries (newest first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
 }
 
 /// The server address when none is given.
@@ -96,6 +165,10 @@ pub struct ServeArgs {
     /// The largest request body `/rpc` accepts, in bytes.
     #[arg(long, default_value_t = 96 << 20)]
     pub max_request_bytes: usize,
+    /// Requests per minute each API key may make, unless the key has a
+    /// limit of its own (0: no limit).
+    #[arg(long, env = "CAPSULE_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit_per_min: u32,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -15,6 +16,7 @@ use capsule_api::e2b::{
 use capsule_api::sandbox::CreateParams;
 use capsule_api::timefmt::{format_rfc3339, now_millis};
 use capsule_api::{ApiError, ErrorKind, SandboxId};
+use capsule_engine::Principal;
 use capsule_engine::SandboxAccess;
 use capsule_engine::store::SandboxRecord;
 
@@ -104,7 +106,11 @@ fn listed(state: &AppState, r: &SandboxRecord) -> ListedSandbox {
     }
 }
 
-pub(crate) async fn create(State(state): State<AppState>, bytes: axum::body::Bytes) -> Response {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    bytes: axum::body::Bytes,
+) -> Response {
     let req: NewSandbox = match body(&bytes) {
         Ok(r) => r,
         Err(resp) => return *resp,
@@ -149,11 +155,11 @@ pub(crate) async fn create(State(state): State<AppState>, bytes: axum::body::Byt
         metadata: req.metadata.unwrap_or_default(),
         ..CreateParams::default()
     };
-    let created = match state.engine.create(params).await {
+    let created = match state.engine.create(&who, params).await {
         Ok(c) => c,
         Err(e) => return api_error(e),
     };
-    match state.engine.access(created.id) {
+    match state.engine.access(&who, created.id) {
         Ok(access) => (StatusCode::CREATED, Json(sandbox_answer(&access))).into_response(),
         Err(e) => api_error(e),
     }
@@ -161,6 +167,7 @@ pub(crate) async fn create(State(state): State<AppState>, bytes: axum::body::Byt
 
 pub(crate) async fn connect(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Response {
@@ -172,7 +179,7 @@ pub(crate) async fn connect(
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    let access = match state.engine.access(id) {
+    let access = match state.engine.access(&who, id) {
         Ok(a) => a,
         Err(e) => return api_error(e),
     };
@@ -180,7 +187,7 @@ pub(crate) async fn connect(
     if let Some(t) = req.timeout {
         let wanted = now_millis() + (t as i64).saturating_mul(1000);
         if wanted > access.record.expires_at
-            && let Err(e) = state.engine.set_timeout(id, t.saturating_mul(1000))
+            && let Err(e) = state.engine.set_timeout(&who, id, t.saturating_mul(1000))
         {
             return api_error(e);
         }
@@ -324,7 +331,7 @@ fn page_token(r: &SandboxRecord) -> String {
     format!("{}.{}", r.created_at, r.id)
 }
 
-fn matching(state: &AppState, q: &ListQuery) -> Vec<SandboxRecord> {
+fn matching(state: &AppState, who: &Principal, q: &ListQuery) -> Vec<SandboxRecord> {
     let wants_running = q
         .states
         .as_ref()
@@ -334,7 +341,7 @@ fn matching(state: &AppState, q: &ListQuery) -> Vec<SandboxRecord> {
     }
     state
         .engine
-        .running_records()
+        .running_records(who)
         .into_iter()
         .filter(|r| q.metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v)))
         .filter(|r| q.template.as_ref().is_none_or(|t| &r.template == t))
@@ -342,12 +349,16 @@ fn matching(state: &AppState, q: &ListQuery) -> Vec<SandboxRecord> {
         .collect()
 }
 
-pub(crate) async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let q = match list_query(raw.as_deref()) {
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let mut records = matching(&state, &q);
+    let mut records = matching(&state, &who, &q);
     if q.newest_first {
         records.reverse();
     }
@@ -384,24 +395,32 @@ pub(crate) async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery)
     resp
 }
 
-pub(crate) async fn list_v1(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+pub(crate) async fn list_v1(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let q = match list_query(raw.as_deref()) {
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let items: Vec<ListedSandbox> = matching(&state, &q)
+    let items: Vec<ListedSandbox> = matching(&state, &who, &q)
         .iter()
         .map(|r| listed(&state, r))
         .collect();
     Json(items).into_response()
 }
 
-pub(crate) async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub(crate) async fn detail(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
-    match state.engine.access(id) {
+    match state.engine.access(&who, id) {
         Ok(a) => Json(SandboxDetail {
             listed: listed(&state, &a.record),
             envd_access_token: Some(a.record.tokens.envd.clone()),
@@ -413,12 +432,16 @@ pub(crate) async fn detail(State(state): State<AppState>, Path(id): Path<String>
     }
 }
 
-pub(crate) async fn kill(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub(crate) async fn kill(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
-    match state.engine.delete(id).await {
+    match state.engine.delete(&who, id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => api_error(e),
     }
@@ -426,6 +449,7 @@ pub(crate) async fn kill(State(state): State<AppState>, Path(id): Path<String>) 
 
 pub(crate) async fn set_timeout(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Response {
@@ -440,7 +464,7 @@ pub(crate) async fn set_timeout(
     let Some(t) = req.timeout else {
         return error(StatusCode::BAD_REQUEST, "timeout (seconds) is required");
     };
-    match state.engine.set_timeout(id, t.saturating_mul(1000)) {
+    match state.engine.set_timeout(&who, id, t.saturating_mul(1000)) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => api_error(e),
     }
@@ -449,16 +473,20 @@ pub(crate) async fn set_timeout(
 /// The last CPU reading per sandbox, so usage is a rate between calls.
 static CPU_SAMPLES: Mutex<Option<HashMap<SandboxId, (Instant, u64)>>> = Mutex::new(None);
 
-pub(crate) async fn metrics(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let access = match state.engine.access(id) {
+    let access = match state.engine.access(&who, id) {
         Ok(a) => a,
         Err(e) => return api_error(e),
     };
-    let usage = match state.engine.usage(id).await {
+    let usage = match state.engine.usage(&who, id).await {
         Ok(u) => u,
         Err(e) => return api_error(e),
     };

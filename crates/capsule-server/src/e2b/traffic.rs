@@ -86,7 +86,7 @@ async fn sandbox_request(state: &AppState, id: &str, req: Request) -> Response {
     let Ok(sandbox_id) = id.parse::<SandboxId>() else {
         return sandbox_gone(id);
     };
-    let Ok(access) = state.engine.access(sandbox_id) else {
+    let Ok(access) = state.engine.access_any(sandbox_id) else {
         return sandbox_gone(id);
     };
     let port = header_str(req.headers(), "e2b-sandbox-port")

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use capsule_api::ApiError;
+use capsule_engine::Principal;
 use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -28,7 +29,9 @@ use crate::AppState;
 /// result or error out.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    async fn call(&self, method: &str, params: Value) -> Result<Value, ApiError>;
+    /// Calls `method` as `who` (a remote backend acts as its own API key,
+    /// whatever `who` says).
+    async fn call(&self, who: &Principal, method: &str, params: Value) -> Result<Value, ApiError>;
 }
 
 /// The server's own engine, called in process.
@@ -52,8 +55,8 @@ impl LocalBackend {
 
 #[async_trait]
 impl Backend for LocalBackend {
-    async fn call(&self, method: &str, params: Value) -> Result<Value, ApiError> {
-        crate::rpc::dispatch(&self.state, method, params).await
+    async fn call(&self, who: &Principal, method: &str, params: Value) -> Result<Value, ApiError> {
+        crate::rpc::dispatch(&self.state, who, method, params).await
     }
 }
 

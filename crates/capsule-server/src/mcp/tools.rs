@@ -39,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 use super::Backend;
 use crate::auth::presented_key;
+use capsule_engine::Principal;
 
 /// Text fields longer than this are cut, with a note saying how to get the rest.
 const TEXT_LIMIT: usize = 32 * 1024;
@@ -69,6 +70,8 @@ ones (base64). Files live under /workspace (the working directory). Sandboxes ha
 pub struct Caller {
     owner: String,
     group: Option<String>,
+    /// Who the engine sees: the tenant and role of the key.
+    principal: Principal,
 }
 
 impl Caller {
@@ -91,7 +94,14 @@ impl Caller {
         Caller {
             owner: format!("{tenant}/{}", clean(user).unwrap_or_else(|| "-".into())),
             group: clean(group).map(|g| format!("{tenant}/{g}")),
+            principal: Principal::operator(),
         }
+    }
+
+    /// The same caller, as `principal` to the engine.
+    pub fn acting_as(mut self, principal: Principal) -> Caller {
+        self.principal = principal;
+        self
     }
 
     fn sees(&self, metadata: &BTreeMap<String, String>) -> bool {
@@ -196,10 +206,16 @@ impl Session {
     /// Deletes the default sandbox if this session made it. Idempotent.
     pub async fn end(&self) {
         let taken = self.default.lock().await.take();
+        let principal = self
+            .fixed
+            .clone()
+            .or_else(|| self.bound.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|c| c.principal)
+            .unwrap_or_else(Principal::operator);
         if let Some(d) = taken.filter(|d| d.ephemeral) {
             match self
                 .backend
-                .call(methods::DELETE, json!({"id": d.id}))
+                .call(&principal, methods::DELETE, json!({"id": d.id}))
                 .await
             {
                 Ok(_) => {
@@ -228,7 +244,12 @@ impl Session {
                 .and_then(|v| v.to_str().ok())
         };
         let key = parts.and_then(|p| presented_key(&p.headers));
-        let caller = Caller::new(key, header("x-capsule-user"), header("x-capsule-group"));
+        let principal = parts
+            .and_then(|p| p.extensions.get::<Principal>())
+            .cloned()
+            .unwrap_or_else(Principal::operator);
+        let caller = Caller::new(key, header("x-capsule-user"), header("x-capsule-group"))
+            .acting_as(principal);
         let mut bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
         match &*bound {
             Some(b) if *b != caller => Err(ToolError::new(
@@ -243,8 +264,8 @@ impl Session {
         }
     }
 
-    async fn call(&self, method: &str, params: Value) -> Result<Value, ToolError> {
-        Ok(self.backend.call(method, params).await?)
+    async fn call(&self, caller: &Caller, method: &str, params: Value) -> Result<Value, ToolError> {
+        Ok(self.backend.call(&caller.principal, method, params).await?)
     }
 
     /// The sandbox info of `id`, if the caller may see it.
@@ -254,7 +275,10 @@ impl Session {
             .map_err(|e: capsule_api::ids::InvalidSandboxId| {
                 ToolError::new(ErrorKind::InvalidParams, e.to_string())
             })?;
-        let info: SandboxInfo = decode(self.call(methods::GET, json!({"id": parsed})).await?)?;
+        let info: SandboxInfo = decode(
+            self.call(caller, methods::GET, json!({"id": parsed}))
+                .await?,
+        )?;
         if !caller.sees(&info.metadata) {
             return Err(ApiError::sandbox_not_found(parsed).into());
         }
@@ -274,6 +298,7 @@ impl Session {
                     // Best effort: an error here shows up on the tool's own call.
                     let _ = self
                         .call(
+                            caller,
                             methods::SET_TIMEOUT,
                             json!({"id": d.id, "ttl_ms": DEFAULT_TTL_MS}),
                         )
@@ -304,7 +329,7 @@ impl Session {
             Some(t) => t,
             None => {
                 let listed: TemplatesResult =
-                    decode(self.call(methods::TEMPLATES, json!({})).await?)?;
+                    decode(self.call(caller, methods::TEMPLATES, json!({})).await?)?;
                 ["code-interpreter-v1", "python", "base"]
                     .into_iter()
                     .find(|name| {
@@ -342,14 +367,14 @@ impl Session {
             }
         }
         params["metadata"] = Value::Object(metadata);
-        let created = self.call(methods::CREATE, params.clone()).await;
+        let created = self.call(caller, methods::CREATE, params.clone()).await;
         let created = match created {
             // A server whose longest life is shorter: take its default.
             Err(e) if ephemeral && e.kind == "invalid_params" && e.message.contains("ttl_ms") => {
                 if let Some(o) = params.as_object_mut() {
                     o.remove("ttl_ms");
                 }
-                self.call(methods::CREATE, params).await?
+                self.call(caller, methods::CREATE, params).await?
             }
             other => other?,
         };
@@ -708,10 +733,15 @@ impl CapsuleMcp {
         self.session.clone()
     }
 
-    async fn read_bytes(&self, id: SandboxId, path: &str) -> Result<Vec<u8>, ToolError> {
+    async fn read_bytes(
+        &self,
+        caller: &Caller,
+        id: SandboxId,
+        path: &str,
+    ) -> Result<Vec<u8>, ToolError> {
         let r: ReadFileResult = decode(
             self.session
-                .call(methods::READ_FILE, json!({"id": id, "path": path}))
+                .call(caller, methods::READ_FILE, json!({"id": id, "path": path}))
                 .await?,
         )?;
         base64::engine::general_purpose::STANDARD
@@ -724,10 +754,15 @@ impl CapsuleMcp {
             })
     }
 
-    async fn stat_size(&self, id: SandboxId, path: &str) -> Result<(String, u64), ToolError> {
+    async fn stat_size(
+        &self,
+        caller: &Caller,
+        id: SandboxId,
+        path: &str,
+    ) -> Result<(String, u64), ToolError> {
         let r = self
             .session
-            .call(methods::STAT, json!({"id": id, "path": path}))
+            .call(caller, methods::STAT, json!({"id": id, "path": path}))
             .await?;
         let entry = &r["entry"];
         if entry["type"] == "dir" {
@@ -744,6 +779,7 @@ impl CapsuleMcp {
 
     async fn write(
         &self,
+        caller: &Caller,
         id: SandboxId,
         path: &str,
         bytes: &[u8],
@@ -757,7 +793,10 @@ impl CapsuleMcp {
         if let Some(m) = mode {
             params["mode"] = json!(m);
         }
-        let r = self.session.call(methods::WRITE_FILE, params).await?;
+        let r = self
+            .session
+            .call(caller, methods::WRITE_FILE, params)
+            .await?;
         Ok(structured(&Written {
             sandbox_id: id.to_string(),
             path: r["path"].as_str().unwrap_or(path).to_owned(),
@@ -816,7 +855,8 @@ impl CapsuleMcp {
         finish(
             async {
                 let caller = self.session.caller(&ctx)?;
-                let all: ListResult = decode(self.session.call(methods::LIST, json!({})).await?)?;
+                let all: ListResult =
+                    decode(self.session.call(&caller, methods::LIST, json!({})).await?)?;
                 let sandboxes = all
                     .sandboxes
                     .into_iter()
@@ -865,7 +905,7 @@ impl CapsuleMcp {
                 let caller = self.session.caller(&ctx)?;
                 let info = self.session.visible(&caller, &a.sandbox_id).await?;
                 self.session
-                    .call(methods::DELETE, json!({"id": info.id}))
+                    .call(&caller, methods::DELETE, json!({"id": info.id}))
                     .await?;
                 let mut slot = self.session.default.lock().await;
                 if slot.as_ref().is_some_and(|d| d.id == info.id) {
@@ -910,7 +950,7 @@ impl CapsuleMcp {
                     with_progress(
                         &ctx,
                         "the code",
-                        self.session.call(methods::RUN_CODE, params),
+                        self.session.call(&caller, methods::RUN_CODE, params),
                     )
                     .await??,
                 )?;
@@ -998,7 +1038,7 @@ impl CapsuleMcp {
                     with_progress(
                         &ctx,
                         "the command",
-                        self.session.call(methods::EXEC, params),
+                        self.session.call(&caller, methods::EXEC, params),
                     )
                     .await??,
                 )?;
@@ -1033,7 +1073,7 @@ impl CapsuleMcp {
                     .session
                     .sandbox(&caller, a.sandbox_id.as_deref())
                     .await?;
-                let bytes = self.read_bytes(id, &a.path).await?;
+                let bytes = self.read_bytes(&caller, id, &a.path).await?;
                 let size = bytes.len() as u64;
                 let text = String::from_utf8(bytes).map_err(|_| {
                     ToolError::new(
@@ -1071,7 +1111,8 @@ impl CapsuleMcp {
                     .session
                     .sandbox(&caller, a.sandbox_id.as_deref())
                     .await?;
-                self.write(id, &a.path, a.content.as_bytes(), a.mode).await
+                self.write(&caller, id, &a.path, a.content.as_bytes(), a.mode)
+                    .await
             }
             .await,
         )
@@ -1094,7 +1135,7 @@ impl CapsuleMcp {
                 let path = a.path.unwrap_or_else(|| "/workspace".to_owned());
                 let r: ListDirResult = decode(
                     self.session
-                        .call(methods::LIST_DIR, json!({"id": id, "path": path}))
+                        .call(&caller, methods::LIST_DIR, json!({"id": id, "path": path}))
                         .await?,
                 )?;
                 Ok(structured(&Listing {
@@ -1129,7 +1170,7 @@ impl CapsuleMcp {
                             format!("content_base64 is not valid base64: {e}"),
                         )
                     })?;
-                self.write(id, &a.path, &bytes, a.mode).await
+                self.write(&caller, id, &a.path, &bytes, a.mode).await
             }
             .await,
         )
@@ -1145,14 +1186,14 @@ impl CapsuleMcp {
         finish(async {
             let caller = self.session.caller(&ctx)?;
             let id = self.session.sandbox(&caller, a.sandbox_id.as_deref()).await?;
-            let (path, size) = self.stat_size(id, &a.path).await?;
+            let (path, size) = self.stat_size(&caller, id, &a.path).await?;
             if size > DOWNLOAD_LIMIT {
                 return Err(ToolError::new(
                     ErrorKind::PayloadTooLarge,
                     format!("{path} is {size} bytes; download returns at most {DOWNLOAD_LIMIT}. Split or compress it first (e.g. with exec)"),
                 ));
             }
-            let bytes = self.read_bytes(id, &path).await?;
+            let bytes = self.read_bytes(&caller, id, &path).await?;
             Ok(structured(&Downloaded {
                 sandbox_id: id.to_string(),
                 path,
@@ -1255,7 +1296,7 @@ impl ServerHandler for CapsuleMcp {
             .map_err(|e| McpError::invalid_request(e.message, None))?;
         let all: ListResult = self
             .session
-            .call(methods::LIST, json!({}))
+            .call(&caller, methods::LIST, json!({}))
             .await
             .and_then(decode)
             .map_err(|e| McpError::internal_error(e.message, None))?;
@@ -1270,7 +1311,7 @@ impl ServerHandler for CapsuleMcp {
             while let Some((dir, depth)) = dirs.pop() {
                 let Ok(listing) = self
                     .session
-                    .call(methods::LIST_DIR, json!({"id": s.id, "path": dir}))
+                    .call(&caller, methods::LIST_DIR, json!({"id": s.id, "path": dir}))
                     .await
                     .and_then(decode::<ListDirResult>)
                 else {
@@ -1329,7 +1370,10 @@ impl ServerHandler for CapsuleMcp {
             .visible(&caller, &id)
             .await
             .map_err(not_found)?;
-        let bytes = self.read_bytes(info.id, &path).await.map_err(not_found)?;
+        let bytes = self
+            .read_bytes(&caller, info.id, &path)
+            .await
+            .map_err(not_found)?;
         let contents = match String::from_utf8(bytes) {
             Ok(text) => ResourceContents::text(text, uri.clone()).with_mime_type(mime_of(&path)),
             Err(e) => ResourceContents::blob(

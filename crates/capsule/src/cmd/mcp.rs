@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use capsule_api::{ApiError, ErrorKind};
+use capsule_engine::Principal;
 use capsule_server::ServerConfig;
 use capsule_server::mcp::{Backend, Caller, LocalBackend, serve_stdio};
 use serde_json::{Value, json};
@@ -22,7 +23,7 @@ struct RemoteBackend(Client);
 
 #[async_trait]
 impl Backend for RemoteBackend {
-    async fn call(&self, method: &str, params: Value) -> Result<Value, ApiError> {
+    async fn call(&self, _who: &Principal, method: &str, params: Value) -> Result<Value, ApiError> {
         self.0
             .call::<Value>(method, params)
             .await
@@ -68,16 +69,16 @@ pub async fn run(
                 dir.path(),
                 std::os::unix::fs::PermissionsExt::from_mode(0o755),
             )?;
-            let (engine, lock) = start_engine(&a.engine, dir.path()).await?;
+            let (engine, lock) = start_engine(&a.engine, dir.path(), Vec::new(), None).await?;
             let backend = Arc::new(LocalBackend::for_engine(
                 engine.clone(),
                 ServerConfig::default(),
             ));
             let result = serve_stdio(backend, caller).await;
             // Nothing of an embedded session outlives it.
-            if let Ok(all) = engine.list(None) {
+            if let Ok(all) = engine.list(&Principal::operator(), None) {
                 for s in all {
-                    if let Err(e) = engine.delete(s.id).await {
+                    if let Err(e) = engine.delete(&Principal::operator(), s.id).await {
                         tracing::warn!(sandbox = %s.id, "deleting at exit failed: {}", e.message);
                     }
                 }

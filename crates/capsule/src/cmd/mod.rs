@@ -1,6 +1,7 @@
 //! One module per command; `run` maps every failure to a message and an
 //! exit code in one place.
 
+mod admin;
 mod cp;
 mod exec;
 mod mcp;
@@ -51,6 +52,9 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> anyhow::Resu
         Command::Inspect(a) => sandbox::inspect(client, a, json).await,
         Command::Timeout(a) => sandbox::timeout(client, a, json).await,
         Command::Templates => sandbox::templates(client, json).await,
+        Command::Keys(c) => admin::keys(client, c, json).await,
+        Command::Tenants(c) => admin::tenants(client, c, json).await,
+        Command::Audit(a) => admin::audit(client, a, json).await,
     }
 }
 

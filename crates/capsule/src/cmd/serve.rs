@@ -78,6 +78,8 @@ async fn shutdown_signal() {
 pub(crate) async fn start_engine(
     e: &EngineArgs,
     state_dir: &std::path::Path,
+    api_keys: Vec<String>,
+    rate_limit_per_min: Option<u32>,
 ) -> anyhow::Result<(Arc<Engine>, std::fs::File)> {
     if e.default_ttl_ms < 1000 {
         bail!(
@@ -121,6 +123,8 @@ pub(crate) async fn start_engine(
         default_memory_mb: e.default_memory_mb,
         pids: e.pids,
         output_limit_bytes: e.output_limit,
+        api_keys,
+        rate_limit_per_min,
         ..EngineConfig::default()
     };
     let engine = Engine::start(config, store, runtime)
@@ -137,7 +141,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .map(|k| k.trim().to_owned())
         .filter(|k| !k.is_empty())
         .collect();
-    if !is_loopback(&a.listen) && api_keys.is_empty() && !a.allow_remote {
+    let state_dir = a.engine.state_dir.clone().unwrap_or_else(default_state_dir);
+    let rate = Some(a.rate_limit_per_min).filter(|r| *r > 0);
+    let (engine, _lock) = start_engine(&a.engine, &state_dir, api_keys.clone(), rate).await?;
+    if !is_loopback(&a.listen) && !engine.keys_required() && !a.allow_remote {
+        engine.shutdown().await;
         bail!(
             "refusing to listen on {} without API keys: anyone who reaches it could run code here. \
              Give keys with --api-keys, listen on 127.0.0.1 (the default), or pass --allow-remote \
@@ -145,8 +153,6 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             a.listen
         );
     }
-    let state_dir = a.engine.state_dir.clone().unwrap_or_else(default_state_dir);
-    let (engine, _lock) = start_engine(&a.engine, &state_dir).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| {
         format!("cannot listen on {} (is another server running there? choose another with --listen)", a.listen)
     })?;
@@ -166,8 +172,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     if !api_keys.is_empty() {
         tracing::info!(
-            "clients must present one of the {} configured API key(s)",
+            "clients must present an API key ({} given with --api-keys)",
             api_keys.len()
+        );
+    } else if engine.keys_required() {
+        tracing::info!(
+            "clients must present an API key (keys were made with `capsule keys create`)"
         );
     } else if is_loopback(&a.listen) {
         tracing::info!("no API keys are configured: the server is open to local clients only");
@@ -182,7 +192,6 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.clone(),
         ServerConfig {
             max_body_bytes: a.max_request_bytes,
-            api_keys,
             any_host: !is_loopback(&a.listen),
             shutdown: shutdown.clone(),
         },

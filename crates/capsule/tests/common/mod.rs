@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod attack;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -34,10 +36,25 @@ fn free_port() -> u16 {
 
 /// One HTTP/1.1 exchange on a fresh connection; returns (status, body).
 pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    http_with(port, method, path, &[], body)
+}
+
+/// [`http`] with extra request headers.
+pub fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;
@@ -88,6 +105,9 @@ pub struct Server {
     pub user: Option<String>,
     args: Vec<String>,
     pub log: PathBuf,
+    /// The first of the `--api-keys` the server was started with: the
+    /// harness's own calls use it.
+    pub admin_key: Option<String>,
 }
 
 impl Server {
@@ -151,6 +171,11 @@ impl Server {
             _tmp: tmp,
             user,
             args: args.iter().map(|s| s.to_string()).collect(),
+            admin_key: args
+                .iter()
+                .position(|a| *a == "--api-keys")
+                .and_then(|i| args.get(i + 1))
+                .map(|k| k.split(',').next().unwrap_or_default().to_owned()),
         };
         server.spawn();
         server
@@ -218,7 +243,12 @@ impl Server {
 
     /// Sends a raw body to /rpc; returns (status, parsed JSON or Null).
     pub fn post_rpc_raw(&self, body: &[u8]) -> (u16, Value) {
-        let (status, body) = http(self.port, "POST", "/rpc", body).expect("request");
+        let auth = self.admin_key.as_ref().map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        let (status, body) = http_with(self.port, "POST", "/rpc", &headers, body).expect("request");
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
@@ -248,6 +278,11 @@ impl Server {
             "{method} {params} should fail: {resp}"
         );
         resp["error"].clone()
+    }
+
+    /// Calls made with an API key.
+    pub fn with_key<'a>(&'a self, key: &'a str) -> Keyed<'a> {
+        Keyed { server: self, key }
     }
 
     pub fn create(&self, template: &str) -> String {
@@ -461,4 +496,54 @@ pub fn unb64(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .unwrap()
+}
+
+/// A server, called with one API key.
+pub struct Keyed<'a> {
+    pub server: &'a Server,
+    pub key: &'a str,
+}
+
+impl Keyed<'_> {
+    /// The whole JSON-RPC response and the HTTP status.
+    pub fn rpc(&self, method: &str, params: Value) -> (u16, Value) {
+        let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let auth = format!("Bearer {}", self.key);
+        let (status, body) = http_with(
+            self.server.port,
+            "POST",
+            "/rpc",
+            &[("Authorization", &auth)],
+            &serde_json::to_vec(&req).unwrap(),
+        )
+        .expect("request");
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub fn ok(&self, method: &str, params: Value) -> Value {
+        let (_, resp) = self.rpc(method, params.clone());
+        if resp.get("error").is_some() || resp.is_null() {
+            panic!(
+                "{method} {params} failed: {resp}\nserver log:\n{}",
+                self.server.log_text()
+            );
+        }
+        resp["result"].clone()
+    }
+
+    pub fn err(&self, method: &str, params: Value) -> Value {
+        let (_, resp) = self.rpc(method, params.clone());
+        assert!(
+            resp.get("result").is_none(),
+            "{method} {params} should fail: {resp}"
+        );
+        resp["error"].clone()
+    }
+
+    pub fn create(&self, template: &str) -> String {
+        self.ok("sandbox.v1.create", json!({"template": template}))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
 }
