@@ -58,19 +58,73 @@ pub fn io_error(op: &str, path: &Path, err: &io::Error) -> ConnectError {
     }
 }
 
-/// Refuses paths that resolve into the agent's own `/proc` entry.
+/// Refuses paths that resolve into the agent's own `/proc` entry, or that
+/// pass through a `/proc` magic link (`/proc/self/fd/N`, `/dev/stderr`,
+/// `/proc/N/root`): those lead to whatever the agent holds open, and some
+/// of what it holds (its log) lives on the host.
 pub fn guard_agent(path: &Path) -> Result<(), ConnectError> {
     let resolved = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if is_agent_proc(&resolved) {
-        return Err(ConnectError::new(
-            Code::PermissionDenied,
-            format!(
-                "{} belongs to the sandbox agent and is not accessible",
-                path.display()
-            ),
-        ));
+    if is_agent_proc(&resolved) || through_magic_link(path) {
+        return Err(agent_only(path));
     }
     Ok(())
+}
+
+fn agent_only(path: &Path) -> ConnectError {
+    ConnectError::new(
+        Code::PermissionDenied,
+        format!(
+            "{} belongs to the sandbox agent or passes through a /proc magic link \
+             (/proc/*/fd, /dev/stderr, ...) and is not accessible",
+            path.display()
+        ),
+    )
+}
+
+/// True when resolving `path` (or, for a path that does not exist yet, its
+/// parent) needs a `/proc` magic link.
+fn through_magic_link(path: &Path) -> bool {
+    let probe = |p: &Path| {
+        rustix::fs::openat2(
+            rustix::fs::CWD,
+            p,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            rustix::fs::ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    match probe(path) {
+        Ok(_) => false,
+        Err(rustix::io::Errno::NOENT) => match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => through_magic_link(parent),
+            _ => false,
+        },
+        // ELOOP is also a real symlink loop: only a magic link when an
+        // ordinary resolution succeeds.
+        Err(rustix::io::Errno::LOOP) => {
+            fs::symlink_metadata(path).is_ok() && fs::metadata(path).is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Opens `path` without following `/proc` magic links, so that a symlink
+/// swapped in after [`guard_agent`] cannot lead to the agent's descriptors.
+fn open_no_magic(path: &Path, flags: rustix::fs::OFlags, mode: u32) -> io::Result<fs::File> {
+    let flags = flags | rustix::fs::OFlags::CLOEXEC;
+    let mode = rustix::fs::Mode::from_bits_truncate(mode);
+    let fd = match rustix::fs::openat2(
+        rustix::fs::CWD,
+        path,
+        flags,
+        mode,
+        rustix::fs::ResolveFlags::NO_MAGICLINKS,
+    ) {
+        // Kernels before 5.6 and gVisor have no openat2.
+        Err(rustix::io::Errno::NOSYS) => rustix::fs::open(path, flags, mode)?,
+        other => other?,
+    };
+    Ok(fs::File::from(fd))
 }
 
 /// Refuses a file that, once opened, turns out to be the agent's own
@@ -79,13 +133,7 @@ fn check_opened(file: &fs::File, path: &Path) -> Result<(), ConnectError> {
     use std::os::fd::AsRawFd;
     let actual = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_default();
     if is_agent_proc(&actual) {
-        return Err(ConnectError::new(
-            Code::PermissionDenied,
-            format!(
-                "{} belongs to the sandbox agent and is not accessible",
-                path.display()
-            ),
-        ));
+        return Err(agent_only(path));
     }
     Ok(())
 }
@@ -318,11 +366,8 @@ pub fn open_for_write(path: &Path, mode: Option<u32>) -> Result<fs::File, Connec
         )));
     }
     ensure_parent(path)?;
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
+    use rustix::fs::OFlags;
+    let file = open_no_magic(path, OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC, 0o666)
         .map_err(|e| io_error("write", path, &e))?;
     check_opened(&file, path)?;
     if let Some(mode) = mode {
@@ -335,7 +380,8 @@ pub fn open_for_write(path: &Path, mode: Option<u32>) -> Result<fs::File, Connec
 /// Opens `path` for reading, as the current fs identity.
 pub fn open_for_read(path: &Path) -> Result<(fs::File, u64), ConnectError> {
     guard_agent(path)?;
-    let file = fs::File::open(path).map_err(|e| io_error("read", path, &e))?;
+    let file = open_no_magic(path, rustix::fs::OFlags::RDONLY, 0)
+        .map_err(|e| io_error("read", path, &e))?;
     check_opened(&file, path)?;
     let meta = file.metadata().map_err(|e| io_error("read", path, &e))?;
     if meta.is_dir() {

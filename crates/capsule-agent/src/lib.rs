@@ -34,6 +34,13 @@ use process::Processes;
 pub use process::SpawnDefaults;
 use users::{Identity, Users};
 
+/// The parsers of request input, for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::files::{parse_query, percent_decode};
+    pub use crate::users::{Identity, parse_passwd, resolve, user_from_basic_auth};
+}
+
 /// How the agent is set up by whoever starts it.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -63,6 +70,7 @@ impl Default for AgentConfig {
 
 /// Shared state of the running agent.
 pub struct Agent {
+    defaults: SpawnDefaults,
     processes: Arc<Processes>,
     interpreter: Arc<interpreter::Interpreter>,
     users: Users,
@@ -142,10 +150,9 @@ async fn serve(config: AgentConfig, listener: OwnedFd) -> std::io::Result<()> {
     let reaper = Arc::new(init::Reaper::default());
     init::spawn_reaper(reaper.clone())?;
     init::spawn_signal_forwarder(config.is_init, Duration::from_secs(2))?;
-    let defaults = SpawnDefaults {
-        env: config.env.clone(),
-    };
+    let defaults = SpawnDefaults::new(config.env.clone());
     let agent = Arc::new(Agent {
+        defaults: defaults.clone(),
         processes: Processes::new(reaper.clone(), defaults.clone()),
         interpreter: Arc::new(interpreter::Interpreter::new(reaper, defaults)),
         users: Users::new("/etc/passwd", config.single_id),

@@ -34,6 +34,7 @@ pub async fn handle(agent: Arc<Agent>, req: Request<Incoming>) -> HandlerResult 
         (Method::GET, paths::HEALTH) => empty(StatusCode::NO_CONTENT),
         (Method::GET, paths::FILES) => files::download(agent, req).await,
         (Method::POST, paths::FILES) => files::upload(agent, req).await,
+        (Method::POST, "/init") => init(agent, req).await,
         (Method::POST, p)
             if p.starts_with("/process.Process/") || p.starts_with("/filesystem.Filesystem/") =>
         {
@@ -373,4 +374,46 @@ async fn stream_input(
         Err(e) => out.extend_from_slice(&capsule_protocol::connect::encode_end_stream(Some(&e))),
     }
     stream_response(capsule_protocol::client::full_body(out))
+}
+
+/// `POST /init`, as envd has it: sets environment variables every later
+/// process starts with (`{"envVars": {...}}`; other fields are ignored).
+async fn init(
+    agent: Arc<Agent>,
+    req: Request<Incoming>,
+) -> http::Response<capsule_protocol::client::Body> {
+    #[derive(serde::Deserialize)]
+    struct Init {
+        #[serde(default, rename = "envVars")]
+        env_vars: std::collections::BTreeMap<String, String>,
+    }
+    let body = match crate::http::read_body(req.into_body(), 1 << 20).await {
+        Ok(b) => b,
+        Err(e) => return crate::http::plain_error(&e),
+    };
+    let parsed: Init = if body.iter().all(u8::is_ascii_whitespace) {
+        Init {
+            env_vars: Default::default(),
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                return crate::http::plain_error(&ConnectError::invalid_argument(format!(
+                    "malformed /init body: {e}"
+                )));
+            }
+        }
+    };
+    if let Some(bad) = parsed
+        .env_vars
+        .keys()
+        .find(|k| k.is_empty() || k.contains(['=', '\0']))
+    {
+        return crate::http::plain_error(&ConnectError::invalid_argument(format!(
+            "invalid environment variable name {bad:?}"
+        )));
+    }
+    agent.defaults.extend_env(parsed.env_vars);
+    empty(StatusCode::NO_CONTENT)
 }

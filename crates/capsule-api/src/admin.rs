@@ -15,6 +15,7 @@ pub mod methods {
     pub const GET_TENANT: &str = "admin.v1.getTenant";
     pub const LIST_TENANTS: &str = "admin.v1.listTenants";
     pub const AUDIT: &str = "admin.v1.audit";
+    pub const SET_POOL: &str = "admin.v1.setPool";
 
     pub const ALL: &[&str] = &[
         CREATE_KEY,
@@ -24,6 +25,7 @@ pub mod methods {
         GET_TENANT,
         LIST_TENANTS,
         AUDIT,
+        SET_POOL,
     ];
 }
 

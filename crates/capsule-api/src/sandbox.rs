@@ -34,6 +34,17 @@ pub mod methods {
     pub const REMOVE: &str = "sandbox.v1.remove";
     pub const STAT: &str = "sandbox.v1.stat";
     pub const RUN_CODE: &str = "sandbox.v1.runCode";
+    pub const PAUSE: &str = "sandbox.v1.pause";
+    pub const RESUME: &str = "sandbox.v1.resume";
+    pub const SNAPSHOT: &str = "sandbox.v1.snapshot";
+    pub const LIST_SNAPSHOTS: &str = "sandbox.v1.listSnapshots";
+    pub const DELETE_SNAPSHOT: &str = "sandbox.v1.deleteSnapshot";
+    pub const FORK: &str = "sandbox.v1.fork";
+    pub const CREATE_VOLUME: &str = "sandbox.v1.createVolume";
+    pub const LIST_VOLUMES: &str = "sandbox.v1.listVolumes";
+    pub const DELETE_VOLUME: &str = "sandbox.v1.deleteVolume";
+    pub const STATS: &str = "sandbox.v1.stats";
+    pub const POOLS: &str = "sandbox.v1.pools";
 
     pub const ALL: &[&str] = &[
         CREATE,
@@ -51,6 +62,17 @@ pub mod methods {
         REMOVE,
         STAT,
         RUN_CODE,
+        PAUSE,
+        RESUME,
+        SNAPSHOT,
+        LIST_SNAPSHOTS,
+        DELETE_SNAPSHOT,
+        FORK,
+        CREATE_VOLUME,
+        LIST_VOLUMES,
+        DELETE_VOLUME,
+        STATS,
+        POOLS,
     ];
 }
 
@@ -72,6 +94,8 @@ pub fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<
 pub enum SandboxState {
     Creating,
     Running,
+    /// Every process frozen; any call resumes it.
+    Paused,
     Stopping,
     Deleted,
     Failed,
@@ -82,6 +106,7 @@ impl SandboxState {
         match self {
             SandboxState::Creating => "creating",
             SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
             SandboxState::Stopping => "stopping",
             SandboxState::Deleted => "deleted",
             SandboxState::Failed => "failed",
@@ -92,6 +117,7 @@ impl SandboxState {
         Some(match s {
             "creating" => SandboxState::Creating,
             "running" => SandboxState::Running,
+            "paused" => SandboxState::Paused,
             "stopping" => SandboxState::Stopping,
             "deleted" => SandboxState::Deleted,
             "failed" => SandboxState::Failed,
@@ -132,9 +158,137 @@ pub struct CreateParams {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// `"none"` (the default), `"egress"`, or an object with a mode, an
+    /// allow-list and secret headers (see [`NetworkParam`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
+    pub network: Option<NetworkParam>,
+    /// Start from this snapshot (its id or name) instead of the template's
+    /// empty files; `template` is then the snapshot's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Volumes to mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMountParam>,
+    /// Disk limit of the sandbox's own files, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<u64>,
+    /// Pause after this long without any call or terminal traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_pause_ms: Option<u64>,
+    /// At its end time, pause instead of being deleted; a later call
+    /// resumes it with a fresh time to live.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pause_on_expiry: bool,
+    /// The isolation backend: `native` (the default), `gvisor`, `runc` or
+    /// `crun`, among those the server enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
+
+/// A volume to mount at create time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMountParam {
+    /// The volume's name (see `createVolume`).
+    pub name: String,
+    /// Where it appears in the sandbox: an absolute path, not `/` and not
+    /// under `/proc`, `/sys`, `/dev` or `/tmp`.
+    pub path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+// ---- network (see docs/network.md) ----
+
+/// The `network` of `sandbox.v1.create`: a mode name (`"none"`, `"egress"`)
+/// or an object with the mode and its settings. Checked by the engine; this
+/// type only fixes the shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkParam {
+    Mode(String),
+    Config(NetworkConfig),
+}
+
+impl NetworkParam {
+    pub fn mode(&self) -> &str {
+        match self {
+            NetworkParam::Mode(m) => m,
+            NetworkParam::Config(c) => &c.mode,
+        }
+    }
+}
+
+/// `{"mode": "egress", "allow": [...], "secrets": [...]}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub mode: String,
+    /// Destinations the sandbox may reach: host names, `*.suffix`
+    /// wildcards, IPv4/IPv6 CIDRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Headers the egress proxy adds to requests for a host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretHeaderParam>,
+}
+
+/// A header the egress proxy adds to every request for `host`; its value
+/// never enters the sandbox.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretHeaderParam {
+    pub host: String,
+    pub header: String,
+    pub value: String,
+}
+
+impl fmt::Debug for SecretHeaderParam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretHeaderParam")
+            .field("host", &self.host)
+            .field("header", &self.header)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Serialize for NetworkParam {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            NetworkParam::Mode(m) => m.serialize(serializer),
+            NetworkParam::Config(c) => c.serialize(serializer),
+        }
+    }
+}
+
+// Untagged by hand: serde's `untagged` would answer every mistake inside
+// the object with "did not match any variant", losing the field's name.
+impl<'de> Deserialize<'de> for NetworkParam {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NetVisitor;
+        impl<'de> Visitor<'de> for NetVisitor {
+            type Value = NetworkParam;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "`network` as a mode (\"none\", \"egress\") or an object {\"mode\", \"allow\", \"secrets\"}",
+                )
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<NetworkParam, E> {
+                Ok(NetworkParam::Mode(v.to_owned()))
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<NetworkParam, A::Error> {
+                NetworkConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(NetworkParam::Config)
+            }
+        }
+        deserializer.deserialize_any(NetVisitor)
+    }
+}
+
+// ---- end network ----
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateResult {
@@ -490,6 +644,9 @@ pub struct SandboxInfo {
     pub cpu: f64,
     pub memory_mb: u64,
     pub metadata: BTreeMap<String, String>,
+    /// The isolation backend it runs on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub runtime: String,
     /// Why the sandbox failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -549,6 +706,154 @@ pub struct EntryResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RemoveResult {
     pub removed: bool,
+}
+
+/// `sandbox.v1.pause` / `resume`: the sandbox's state afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseResult {
+    pub id: SandboxId,
+    pub state: SandboxState,
+    pub expires_at: String,
+}
+
+/// `sandbox.v1.snapshot`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotParams {
+    pub id: SandboxId,
+    /// A name to create sandboxes from it by (unique per tenant).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A snapshot: a sandbox's files at one moment, to start new sandboxes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub snapshot_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The sandbox it was taken of.
+    pub source: String,
+    pub template: String,
+    pub created_at: String,
+    /// Bytes of the files it holds beyond the template's.
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListSnapshotsResult {
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// `sandbox.v1.deleteSnapshot`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRefParams {
+    /// The snapshot's id or name.
+    pub snapshot: String,
+}
+
+/// `sandbox.v1.fork`: `count` new sandboxes whose files start as copies
+/// (copy-on-write) of the source's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkParams {
+    pub id: SandboxId,
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForkResult {
+    pub sandboxes: Vec<CreateResult>,
+}
+
+/// `sandbox.v1.createVolume`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolumeParams {
+    pub name: String,
+    /// Its size limit, in MiB.
+    pub size_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub size_bytes: u64,
+    pub created_at: String,
+    /// Running sandboxes that mount it.
+    pub used_by: Vec<SandboxId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListVolumesResult {
+    pub volumes: Vec<VolumeInfo>,
+}
+
+/// `sandbox.v1.deleteVolume`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeNameParams {
+    pub name: String,
+}
+
+/// `sandbox.v1.stats`: resource use now; absent where the backend cannot tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsResult {
+    pub id: SandboxId,
+    pub state: SandboxState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak_bytes: Option<u64>,
+    pub memory_limit_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    pub pids_limit: u64,
+    /// Bytes of the sandbox's own files (its writable layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_limit_bytes: Option<u64>,
+    /// Network bytes, where the sandbox has a network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_tx_bytes: Option<u64>,
+}
+
+/// A warm pool: ready sandboxes of one template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    pub template: String,
+    /// How many it keeps ready.
+    pub size: u32,
+    /// How many are ready now.
+    pub ready: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolsResult {
+    pub pools: Vec<PoolInfo>,
+}
+
+/// `admin.v1.setPool`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPoolParams {
+    pub template: String,
+    pub size: u32,
 }
 
 #[cfg(test)]
@@ -667,5 +972,35 @@ mod tests {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         assert!(v.get("signal").is_none());
+    }
+
+    #[test]
+    fn network_is_a_mode_or_an_object_and_names_typos() {
+        let p: CreateParams = parse_params(methods::CREATE, json!({"network": "none"})).unwrap();
+        assert_eq!(p.network, Some(NetworkParam::Mode("none".into())));
+        let p: CreateParams = parse_params(
+            methods::CREATE,
+            json!({"network": {"mode": "egress", "allow": ["a.example"],
+                   "secrets": [{"host": "a.example", "header": "Authorization", "value": "Bearer x"}]}}),
+        )
+        .unwrap();
+        let Some(NetworkParam::Config(c)) = &p.network else {
+            panic!("{p:?}")
+        };
+        assert_eq!(c.allow, ["a.example"]);
+        assert!(
+            !format!("{p:?}").contains("Bearer x"),
+            "Debug shows the secret"
+        );
+        let back = serde_json::to_value(&p).unwrap();
+        assert_eq!(back["network"]["secrets"][0]["value"], "Bearer x");
+        let err = parse_params::<CreateParams>(
+            methods::CREATE,
+            json!({"network": {"mode": "egress", "alow": []}}),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("alow"), "{}", err.message);
+        let err = parse_params::<CreateParams>(methods::CREATE, json!({"network": 5})).unwrap_err();
+        assert!(err.message.contains("`network`"), "{}", err.message);
     }
 }

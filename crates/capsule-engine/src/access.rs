@@ -73,6 +73,35 @@ impl Engine {
         self.runtime.disk_capacity()
     }
 
+    /// Resource use of a sandbox now, with its limits.
+    pub async fn stats(
+        &self,
+        who: &Principal,
+        id: SandboxId,
+    ) -> Result<capsule_api::sandbox::StatsResult, ApiError> {
+        let live = self.owned(who, id)?;
+        let rec = live.record();
+        let usage = self.runtime.usage(id).await.unwrap_or_default();
+        Ok(capsule_api::sandbox::StatsResult {
+            id,
+            state: if rec.paused_at.is_some() {
+                capsule_api::sandbox::SandboxState::Paused
+            } else {
+                rec.state
+            },
+            cpu_ns: usage.cpu_ns,
+            memory_bytes: usage.memory_bytes,
+            memory_peak_bytes: usage.memory_peak_bytes,
+            memory_limit_bytes: rec.memory_mb.saturating_mul(1 << 20),
+            pids: usage.pids,
+            pids_limit: rec.pids,
+            disk_bytes: usage.disk_bytes,
+            disk_limit_bytes: rec.extra.disk_mb.map(|mb| mb.saturating_mul(1 << 20)),
+            network_rx_bytes: usage.network_rx_bytes,
+            network_tx_bytes: usage.network_tx_bytes,
+        })
+    }
+
     /// Resource use of a running sandbox.
     pub async fn usage(&self, who: &Principal, id: SandboxId) -> Result<Usage, ApiError> {
         self.owned(who, id)?;

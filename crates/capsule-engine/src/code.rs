@@ -94,7 +94,7 @@ impl Engine {
                 "give either `language` or `context_id`, not both",
             ));
         }
-        let live = self.owned(who, p.id)?;
+        let live = self.usable(who, p.id).await?;
         let started = Instant::now();
         let request = json!({
             "code": p.code,

@@ -28,6 +28,20 @@ pub struct EngineConfig {
     pub api_keys: Vec<String>,
     /// Requests per minute a key may make unless it has its own limit.
     pub rate_limit_per_min: Option<u32>,
+    /// Disk limit of a sandbox's own files when `create` gives none (MiB).
+    pub default_disk_mb: Option<u64>,
+    pub max_disk_mb: u64,
+    /// Largest volume, in MiB.
+    pub max_volume_mb: u64,
+    /// True: a paused sandbox's time to live stops counting until it
+    /// resumes. False: it keeps counting and a paused sandbox expires.
+    pub pause_stops_ttl: bool,
+    /// How long a sandbox may stay paused before it is deleted.
+    pub max_paused_ms: u64,
+    /// How often every agent is checked (0: never).
+    pub health_interval_ms: u64,
+    /// Warm pools at start: template and how many to keep ready.
+    pub pools: Vec<(String, u32)>,
 }
 
 /// The number of CPUs this host has.
@@ -69,6 +83,13 @@ impl Default for EngineConfig {
             ended_retention_ms: 3_600_000,
             api_keys: Vec::new(),
             rate_limit_per_min: None,
+            default_disk_mb: Some(10 * 1024),
+            max_disk_mb: 1024 * 1024,
+            max_volume_mb: 1024 * 1024,
+            pause_stops_ttl: true,
+            max_paused_ms: 7 * 24 * 3_600_000,
+            health_interval_ms: 10_000,
+            pools: Vec::new(),
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::config::EngineConfig;
 use crate::errors::{from_runtime, from_store};
-use crate::store::{AccessTokens, SandboxExtra, SandboxRecord, Store, TemplateRecord};
+use crate::store::{AccessTokens, SandboxExtra, SandboxRecord, Store, TemplateRecord, VolumeMount};
 use crate::templates::{self, Template};
 use crate::tenancy::Principal;
 
@@ -22,6 +22,28 @@ use crate::tenancy::Principal;
 pub(crate) struct Live {
     pub record: Mutex<SandboxRecord>,
     pub agent: AgentClient,
+    /// The last call or terminal traffic (for idle auto-pause).
+    pub last_active: std::sync::atomic::AtomicI64,
+    /// Held while pausing or resuming, so the two never interleave.
+    pub transition: tokio::sync::Mutex<()>,
+    /// Health checks failed in a row.
+    pub health_failures: std::sync::atomic::AtomicU32,
+}
+
+/// Everything needed to start one sandbox, checked.
+pub(crate) struct Plan {
+    pub tenant: String,
+    pub template: Template,
+    pub ttl_ms: u64,
+    pub cpu: f64,
+    pub memory_mb: u64,
+    pub env: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub extra: SandboxExtra,
+    /// The volumes to mount, resolved for the backend.
+    pub volumes: Vec<capsule_runtime::VolumeSpec>,
+    /// The backend it runs on.
+    pub runtime: &'static str,
 }
 
 impl Live {
@@ -48,8 +70,11 @@ pub struct Engine {
     /// Ids being created, counted against the capacity.
     creating: Mutex<usize>,
     templates: RwLock<BTreeMap<String, TemplateEntry>>,
-    reaper_wake: Arc<Notify>,
+    pub(crate) reaper_wake: Arc<Notify>,
     pub(crate) keys: crate::tenancy::Keys,
+    /// Warm pool sizes, by template.
+    pub(crate) pools: Mutex<BTreeMap<String, u32>>,
+    pub(crate) pool_wake: Arc<Notify>,
 }
 
 const ENV_NAME_MAX: usize = 256;
@@ -79,7 +104,7 @@ pub(crate) fn validate_env(env: &BTreeMap<String, String>, field: &str) -> Resul
     Ok(())
 }
 
-fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), ApiError> {
+pub(crate) fn validate_metadata(meta: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if meta.len() > METADATA_MAX_PAIRS {
         return Err(ApiError::invalid_params(format!(
             "`metadata` has {} entries; the limit is {METADATA_MAX_PAIRS}",
@@ -119,12 +144,49 @@ impl Engine {
             creating: Mutex::new(0),
             templates: RwLock::new(BTreeMap::new()),
             reaper_wake: Arc::new(Notify::new()),
+            pools: Mutex::new(BTreeMap::new()),
+            pool_wake: Arc::new(Notify::new()),
         });
         engine.load_templates()?;
         engine.recover().await?;
+        engine.load_pools()?;
         let reaper = Arc::downgrade(&engine);
         tokio::spawn(async move { reap_loop(reaper).await });
+        let pools = Arc::downgrade(&engine);
+        tokio::spawn(async move { Engine::keep_pools(pools).await });
+        if engine.config.health_interval_ms > 0 {
+            let health = Arc::downgrade(&engine);
+            tokio::spawn(async move { health_loop(health).await });
+        }
         Ok(engine)
+    }
+
+    /// Pool sizes: those set through the API (kept in the store) over the
+    /// server's flags.
+    fn load_pools(&self) -> Result<(), ApiError> {
+        let mut pools: BTreeMap<String, u32> = self.config.pools.iter().cloned().collect();
+        for (template, size) in self.store.pools().map_err(from_store)? {
+            pools.insert(template, size);
+        }
+        pools.retain(|t, size| {
+            let ok = *size > 0 && self.template(t).is_ok();
+            if !ok && *size > 0 {
+                tracing::warn!("no warm pool for template {t}: it cannot run here");
+            }
+            ok
+        });
+        *self.pools.lock().unwrap_or_else(|p| p.into_inner()) = pools;
+        Ok(())
+    }
+
+    /// The live sandboxes.
+    pub(crate) fn live_handles(&self) -> Vec<Arc<Live>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn load_templates(&self) -> Result<(), ApiError> {
@@ -178,7 +240,7 @@ impl Engine {
             .map_err(from_store)?;
         for rec in records {
             let id = rec.id;
-            if rec.state == SandboxState::Running && rec.expires_at > now {
+            if rec.state == SandboxState::Running && self.end_of(&rec) > now {
                 match self.runtime.attach(id).await {
                     Ok(Some(attached)) => {
                         tracing::info!(sandbox = %id, "re-attached after restart");
@@ -255,6 +317,9 @@ impl Engine {
         let live = Arc::new(Live {
             record: Mutex::new(rec),
             agent: attached.agent,
+            last_active: std::sync::atomic::AtomicI64::new(now_millis()),
+            transition: tokio::sync::Mutex::new(()),
+            health_failures: std::sync::atomic::AtomicU32::new(0),
         });
         self.live
             .lock()
@@ -269,6 +334,11 @@ impl Engine {
             }
         });
         self.reaper_wake.notify_one();
+    }
+
+    /// A sandbox whose agent is gone for good: failed, with the reason.
+    pub(crate) async fn agent_failed(&self, id: SandboxId, reason: String) {
+        self.init_exited(id, reason).await
     }
 
     /// The sandbox's init ended without being asked to: mark it failed and
@@ -342,7 +412,7 @@ impl Engine {
         self.runtime.name()
     }
 
-    fn ttl(&self, ttl_ms: Option<u64>) -> Result<u64, ApiError> {
+    pub(crate) fn ttl(&self, ttl_ms: Option<u64>) -> Result<u64, ApiError> {
         let ttl = ttl_ms.unwrap_or(self.config.default_ttl_ms);
         if ttl < 1000 || ttl > self.config.max_ttl_ms {
             return Err(ApiError::invalid_params(format!(
@@ -369,30 +439,53 @@ impl Engine {
         result
     }
 
+    /// Checks a CPU count and a memory limit against this server's bounds.
+    pub(crate) fn check_shape(&self, cpu: f64, memory_mb: u64) -> Result<(), ApiError> {
+        if !cpu.is_finite() || cpu < 0.01 || cpu > self.config.max_cpu {
+            return Err(ApiError::invalid_params(format!(
+                "`cpu` {cpu} is out of range: it must be between 0.01 and {} (this host's cores)",
+                self.config.max_cpu
+            ))
+            .with_detail("cpu", cpu));
+        }
+        if memory_mb < self.config.min_memory_mb || memory_mb > self.config.max_memory_mb {
+            return Err(ApiError::invalid_params(format!(
+                "`memory_mb` {memory_mb} is out of range: it must be between {} and {}",
+                self.config.min_memory_mb, self.config.max_memory_mb
+            ))
+            .with_detail("memory_mb", memory_mb));
+        }
+        Ok(())
+    }
+
     async fn create_checked(
         self: &Arc<Self>,
         who: &Principal,
         p: CreateParams,
     ) -> Result<CreateResult, ApiError> {
-        let template = self.template(&p.template)?;
+        let snapshot = match &p.snapshot {
+            Some(r) => Some(self.resolve_snapshot(who, r)?),
+            None => None,
+        };
+        let template_name = match &snapshot {
+            // A snapshot sits on its template's files.
+            Some(snap) if p.template != "base" && p.template != snap.template => {
+                return Err(ApiError::invalid_params(format!(
+                    "snapshot {} was taken of a {:?} sandbox; leave `template` out or give {:?}",
+                    snap.id, snap.template, snap.template
+                )));
+            }
+            Some(snap) => snap.template.clone(),
+            None => p.template.clone(),
+        };
+        let template = self.template(&template_name)?;
         let ttl = self.ttl(p.ttl_ms)?;
         let cpu = p.cpu.unwrap_or(self.config.default_cpu);
-        if !cpu.is_finite() || cpu < 0.01 || cpu > self.config.max_cpu {
-            return Err(ApiError::invalid_params(format!(
-                "`cpu` {cpu} is out of range: it must be between 0.01 and {} (this host's cores)",
-                self.config.max_cpu
-            )));
-        }
         let memory_mb = p.memory_mb.unwrap_or(self.config.default_memory_mb);
-        if memory_mb < self.config.min_memory_mb || memory_mb > self.config.max_memory_mb {
-            return Err(ApiError::invalid_params(format!(
-                "`memory_mb` {memory_mb} is out of range: it must be between {} and {}",
-                self.config.min_memory_mb, self.config.max_memory_mb
-            )));
-        }
+        self.check_shape(cpu, memory_mb)?;
         validate_env(&p.env, "env")?;
         validate_metadata(&p.metadata)?;
-        match p.network.as_deref() {
+        match p.network.as_ref().map(|n| n.mode()) {
             None | Some("none") => {}
             Some(other) => {
                 return Err(ApiError::new(
@@ -403,8 +496,73 @@ impl Engine {
                 ));
             }
         }
+        let runtime = self
+            .runtime
+            .select(p.runtime.as_deref().or(template.runtime.as_deref()))
+            .map_err(|why| ApiError::new(ErrorKind::Unsupported, why))?;
+        let disk_mb = self.disk_mb(p.disk_mb)?;
+        if let Some(ms) = p.auto_pause_ms
+            && ms < 1000
+        {
+            return Err(ApiError::invalid_params(format!(
+                "`auto_pause_ms` {ms} is too short: at least 1000"
+            )));
+        }
+        let volumes = self.resolve_volumes(who, &p.volumes)?;
+        let mut env = snapshot.as_ref().map(|s| s.env.clone()).unwrap_or_default();
+        env.extend(p.env);
+        let plan = Plan {
+            tenant: who.tenant.clone(),
+            template,
+            ttl_ms: ttl,
+            cpu,
+            memory_mb,
+            env,
+            metadata: p.metadata,
+            extra: SandboxExtra {
+                volumes: p
+                    .volumes
+                    .iter()
+                    .map(|v| VolumeMount {
+                        name: v.name.clone(),
+                        path: v.path.clone(),
+                        read_only: v.read_only,
+                    })
+                    .collect(),
+                snapshot: snapshot.as_ref().map(|s| s.id.clone()),
+                disk_mb,
+                auto_pause_ms: p.auto_pause_ms,
+                pause_on_expiry: p.pause_on_expiry,
+                ..SandboxExtra::default()
+            },
+            volumes,
+            runtime,
+        };
+        if let Some(claimed) = self.claim_pooled(&plan).await {
+            return Ok(claimed);
+        }
+        self.launch(plan).await
+    }
 
-        self.check_sandbox_quota(&who.tenant, cpu, memory_mb, 1)?;
+    /// The disk limit of a new sandbox's files, in MiB.
+    pub(crate) fn disk_mb(&self, asked: Option<u64>) -> Result<Option<u64>, ApiError> {
+        match asked.or(self.config.default_disk_mb) {
+            Some(mb) if mb < 16 || mb > self.config.max_disk_mb => {
+                Err(ApiError::invalid_params(format!(
+                    "`disk_mb` {mb} is out of range: it must be between 16 and {}",
+                    self.config.max_disk_mb
+                ))
+                .with_detail("disk_mb", mb))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Checks quotas and capacity, then starts the planned sandbox.
+    pub(crate) async fn launch(self: &Arc<Self>, plan: Plan) -> Result<CreateResult, ApiError> {
+        if !plan.extra.pooled {
+            self.check_sandbox_quota(&plan.tenant, plan.cpu, plan.memory_mb, 1)?;
+        }
         // Capacity, counted with the ones being created.
         {
             let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
@@ -422,22 +580,12 @@ impl Engine {
             }
             *creating += 1;
         }
-        let result = self
-            .create_counted(who, template, ttl, cpu, memory_mb, p)
-            .await;
+        let result = self.launch_counted(plan).await;
         *self.creating.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
         result
     }
 
-    async fn create_counted(
-        self: &Arc<Self>,
-        who: &Principal,
-        template: Template,
-        ttl: u64,
-        cpu: f64,
-        memory_mb: u64,
-        p: CreateParams,
-    ) -> Result<CreateResult, ApiError> {
+    async fn launch_counted(self: &Arc<Self>, plan: Plan) -> Result<CreateResult, ApiError> {
         let id = loop {
             let id = SandboxId::random();
             let in_use = self
@@ -452,33 +600,38 @@ impl Engine {
         let now = now_millis();
         let mut rec = SandboxRecord {
             id,
-            template: template.name.clone(),
+            template: plan.template.name.clone(),
             state: SandboxState::Creating,
             created_at: now,
-            expires_at: now + ttl as i64,
-            cpu,
-            memory_mb,
+            expires_at: now + plan.ttl_ms as i64,
+            cpu: plan.cpu,
+            memory_mb: plan.memory_mb,
             pids: self.config.pids,
-            metadata: p.metadata,
-            env: p.env,
+            metadata: plan.metadata,
+            env: plan.env,
             reason: None,
             ended_at: None,
             tokens: AccessTokens::generate(),
-            tenant: who.tenant.clone(),
-            runtime: self.runtime.name().to_owned(),
+            tenant: plan.tenant,
+            runtime: plan.runtime.to_owned(),
             paused_at: None,
-            extra: SandboxExtra::default(),
+            extra: plan.extra,
         };
         self.store.insert_sandbox(&rec).map_err(from_store)?;
-        let mut env = template.env.clone();
+        let mut env = plan.template.env.clone();
         env.extend(rec.env.clone());
         let spec = SandboxSpec {
             id,
-            template: template.spec(),
+            template: plan.template.spec(),
             env,
-            cpu,
-            memory_mb,
+            cpu: plan.cpu,
+            memory_mb: plan.memory_mb,
             pids: rec.pids,
+            disk_mb: rec.extra.disk_mb,
+            snapshot: rec.extra.snapshot.clone(),
+            volumes: plan.volumes,
+            network: None,
+            runtime: Some(plan.runtime.to_owned()),
         };
         let attached = match self.runtime.create(&spec).await {
             Ok(a) => a,
@@ -491,6 +644,10 @@ impl Engine {
                     Some(&err.message),
                     Some(now_millis()),
                 );
+                // Whatever the backend made before failing goes now.
+                if let Err(e) = self.runtime.destroy(id).await {
+                    tracing::warn!(sandbox = %id, "cleaning up a failed create: {e}");
+                }
                 return Err(err);
             }
         };
@@ -528,7 +685,9 @@ impl Engine {
                 {
                     Self::expired(id, &rec)
                 }
-                SandboxState::Running if rec.expires_at <= now_millis() => Self::expired(id, &rec),
+                SandboxState::Running if self.end_of(&rec) <= now_millis() => {
+                    Self::expired(id, &rec)
+                }
                 // Being deleted: for its callers it is gone already.
                 SandboxState::Stopping if rec.reason.is_some() => ApiError::sandbox_not_found(id),
                 SandboxState::Failed => ApiError::new(
@@ -561,7 +720,7 @@ impl Engine {
             .get(&id)
             .cloned();
         match live {
-            Some(l) if l.record().expires_at > now_millis() => Ok(l),
+            Some(l) if self.end_of(&l.record()) > now_millis() => Ok(l),
             _ => Err(self.not_running(id)),
         }
     }
@@ -603,12 +762,16 @@ impl Engine {
         SandboxInfo {
             id: rec.id,
             template: rec.template.clone(),
-            state: rec.state,
+            state: match (rec.state, rec.paused_at) {
+                (SandboxState::Running, Some(_)) => SandboxState::Paused,
+                (state, _) => state,
+            },
             created_at: format_rfc3339(rec.created_at),
             expires_at: format_rfc3339(rec.expires_at),
             cpu: rec.cpu,
             memory_mb: rec.memory_mb,
             metadata: rec.metadata.clone(),
+            runtime: rec.runtime.clone(),
             error: (rec.state == SandboxState::Failed)
                 .then(|| rec.reason.clone())
                 .flatten(),
@@ -645,7 +808,7 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .map(|l| l.record())
-            .filter(|r| r.expires_at > now && matches(r))
+            .filter(|r| self.end_of(r) > now && matches(r))
             .map(|r| Self::info(&r))
             .collect();
         for rec in self
@@ -755,12 +918,17 @@ impl Engine {
     async fn expire_due(self: &Arc<Self>) -> Duration {
         let now = now_millis();
         let mut due = Vec::new();
+        let mut to_pause = Vec::new();
         let mut next: Option<UnixMillis> = None;
         {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.retain(|id, l| {
-                let exp = l.record().expires_at;
-                if exp <= now {
+                let rec = l.record();
+                let exp = self.end_of(&rec);
+                if exp <= now && rec.extra.pause_on_expiry && rec.paused_at.is_none() {
+                    to_pause.push(l.clone());
+                    true
+                } else if exp <= now {
                     due.push(*id);
                     false
                 } else {
@@ -773,6 +941,16 @@ impl Engine {
             let engine = self.clone();
             tokio::spawn(async move {
                 let _ = engine.stop(id, "expired").await;
+            });
+        }
+        for live in to_pause {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.pause_live(&live).await {
+                    let id = live.record().id;
+                    tracing::warn!(sandbox = %id, "pausing at the end time failed, deleting: {}", e.message);
+                    let _ = engine.delete_any(id).await;
+                }
             });
         }
         let wait = next.map_or(60_000, |n| (n - now).clamp(1, 60_000));
@@ -808,6 +986,10 @@ async fn reap_loop(engine: std::sync::Weak<Engine>) {
     loop {
         let Some(e) = engine.upgrade() else { return };
         let wait = e.expire_due().await;
+        let wait = match e.pause_idle().await {
+            Some(idle) => wait.min(idle),
+            None => wait,
+        };
         if last_sweep.elapsed() > Duration::from_secs(60) {
             last_sweep = tokio::time::Instant::now();
             e.sweep_leftovers().await;
@@ -822,5 +1004,43 @@ async fn reap_loop(engine: std::sync::Weak<Engine>) {
             _ = tokio::time::sleep(wait) => {}
             _ = wake.notified() => {}
         }
+    }
+}
+
+/// Checks every agent now and then; a sandbox whose agent stops answering
+/// (three checks in a row) is marked failed with the reason and reclaimed.
+async fn health_loop(engine: std::sync::Weak<Engine>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let Some(e) = engine.upgrade() else { return };
+        let interval = Duration::from_millis(e.config.health_interval_ms);
+        // An agent that takes longer than this to answer counts as failing.
+        let patience = interval.clamp(Duration::from_secs(1), Duration::from_secs(5));
+        let handles = e.live_handles();
+        drop(e);
+        for live in handles {
+            let rec = live.record();
+            if rec.paused_at.is_some() || rec.state != SandboxState::Running {
+                continue; // a frozen agent cannot answer
+            }
+            let healthy = matches!(
+                tokio::time::timeout(patience, live.agent.health()).await,
+                Ok(Ok(()))
+            );
+            if healthy {
+                live.health_failures.store(0, Ordering::Relaxed);
+                continue;
+            }
+            let failures = live.health_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if failures >= 3 {
+                let Some(e) = engine.upgrade() else { return };
+                e.agent_failed(
+                    rec.id,
+                    "the sandbox's agent stopped answering health checks".into(),
+                )
+                .await;
+            }
+        }
+        tokio::time::sleep(interval).await;
     }
 }

@@ -103,7 +103,7 @@ impl Engine {
 
     async fn run_checked(&self, who: &Principal, p: RunParams) -> Result<ExecResult, ApiError> {
         validate_env(&p.env, "env")?;
-        let live = self.owned(who, p.id)?;
+        let live = self.usable(who, p.id).await?;
         let template = self.template(&live.record().template)?;
         let (argv, code_stdin) = template.run.command(&p.code);
         if code_stdin.is_some() && p.stdin.is_some() {
@@ -152,7 +152,7 @@ impl Engine {
         id: SandboxId,
         job: Job,
     ) -> Result<ExecResult, ApiError> {
-        let live = self.owned(who, id)?;
+        let live = self.usable(who, id).await?;
         let result = collect(&live.agent, job, self.config.output_limit_bytes).await;
         match result {
             // The agent vanished: most likely the sandbox expired or was

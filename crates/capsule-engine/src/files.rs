@@ -93,7 +93,7 @@ impl Engine {
                 ),
             ));
         }
-        let live = self.owned(who, id)?;
+        let live = self.usable(who, id).await?;
         let user = user.unwrap_or_default();
         live.agent
             .write_file(
@@ -115,7 +115,7 @@ impl Engine {
         user: Option<RunAs>,
     ) -> Result<Vec<u8>, ApiError> {
         let path = sandbox_path(path)?;
-        let live = self.owned(who, id)?;
+        let live = self.usable(who, id).await?;
         let resp = live
             .agent
             .read_file_stream(&path, Some(user.unwrap_or_default().username()))
@@ -163,7 +163,7 @@ impl Engine {
         user: Option<RunAs>,
     ) -> Result<Vec<DirEntry>, ApiError> {
         let path = sandbox_path(path)?;
-        let live = self.owned(who, id)?;
+        let live = self.usable(who, id).await?;
         let resp: ListDirResponse = live
             .agent
             .unary(
@@ -189,7 +189,7 @@ impl Engine {
         user: Option<RunAs>,
     ) -> Result<DirEntry, ApiError> {
         let path = sandbox_path(path)?;
-        let live = self.owned(who, id)?;
+        let live = self.usable(who, id).await?;
         let resp: EntryResponse = live
             .agent
             .unary(procedure, &PathRequest { path: path.clone() }, &opts(user))
@@ -247,7 +247,7 @@ impl Engine {
                 "refusing to remove / (the whole sandbox root)",
             ));
         }
-        let live = self.owned(who, id)?;
+        let live = self.usable(who, id).await?;
         live.agent
             .unary::<_, Empty>(
                 paths::FS_REMOVE,
@@ -261,7 +261,8 @@ impl Engine {
 
     /// Checks the agent of a running sandbox answers.
     pub async fn ping(&self, who: &Principal, id: SandboxId) -> Result<(), ApiError> {
-        self.owned(who, id)?
+        self.usable(who, id)
+            .await?
             .agent
             .health()
             .await

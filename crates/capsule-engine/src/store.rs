@@ -90,6 +90,8 @@ pub struct SandboxExtra {
     pub auto_pause_ms: Option<u64>,
     /// Made by a warm pool and not yet claimed.
     pub pooled: bool,
+    /// At its end time, pause instead of being deleted (E2B's autoPause).
+    pub pause_on_expiry: bool,
 }
 
 /// The per-sandbox secrets of the E2B front door: the envd access token

@@ -53,6 +53,9 @@ pub struct Template {
     pub requires: Vec<String>,
     #[serde(default)]
     pub extra_binds: Vec<PathBuf>,
+    /// The backend its sandboxes run on unless a create says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 impl Template {
@@ -133,6 +136,7 @@ pub fn builtin() -> Vec<Template> {
             env: base_env(),
             requires: vec!["sh".into(), "bash".into()],
             extra_binds: Vec::new(),
+            runtime: None,
         },
         Template {
             name: "python".into(),
@@ -143,6 +147,7 @@ pub fn builtin() -> Vec<Template> {
             env: python_env.clone(),
             requires: vec!["python3".into()],
             extra_binds: Vec::new(),
+            runtime: None,
         },
         Template {
             name: "code-interpreter-v1".into(),
@@ -155,6 +160,7 @@ pub fn builtin() -> Vec<Template> {
             env: python_env.clone(),
             requires: vec!["python3".into(), "bash".into()],
             extra_binds: Vec::new(),
+            runtime: None,
         },
         Template {
             name: "node".into(),
@@ -165,6 +171,7 @@ pub fn builtin() -> Vec<Template> {
             env: node_env,
             requires: vec!["node".into()],
             extra_binds: Vec::new(),
+            runtime: None,
         },
         Template {
             name: "go".into(),
@@ -181,6 +188,7 @@ pub fn builtin() -> Vec<Template> {
             env: go_env,
             requires: vec!["go".into()],
             extra_binds: go_binds,
+            runtime: None,
         },
     ]
 }

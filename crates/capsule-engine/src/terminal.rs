@@ -59,7 +59,7 @@ impl Engine {
         rows: u32,
     ) -> Result<Terminal, ApiError> {
         check_size(cols, rows)?;
-        let live = self.owned(who, id)?;
+        let live = self.usable(who, id).await?;
         let req = StartRequest {
             process: ProcessConfig {
                 cmd: "/bin/bash".into(),

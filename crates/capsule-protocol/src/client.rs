@@ -348,6 +348,27 @@ impl AgentClient {
         Ok(resp)
     }
 
+    /// `POST /init`: adds variables to the environment every later process
+    /// starts with.
+    pub async fn init_env(
+        &self,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "envVars": env }))
+            .map_err(|e| ClientError::Protocol(format!("encoding the request: {e}")))?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/init")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(full_body(body))
+            .expect("static request parts are valid");
+        let resp = self.send(req).await?;
+        if !resp.status().is_success() {
+            return Err(self.error_answer(resp).await);
+        }
+        self.body_bytes(resp).await.map(|_| ())
+    }
+
     /// `GET /files`: the whole file's bytes.
     pub async fn read_file(&self, path: &str, user: Option<&str>) -> Result<Bytes, ClientError> {
         let resp = self.read_file_stream(path, user).await?;

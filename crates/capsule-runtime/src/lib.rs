@@ -6,7 +6,9 @@
 //! they talk to the agent. New operations get a default that answers
 //! "unsupported by this backend", so backends grow independently.
 
+pub mod multi;
 pub mod native;
+pub mod oci;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,7 +20,7 @@ use capsule_protocol::client::AgentClient;
 use serde::{Deserialize, Serialize};
 
 /// What a template asks of a backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TemplateSpec {
     pub name: String,
     pub description: String,
@@ -41,6 +43,82 @@ pub struct SandboxSpec {
     pub cpu: f64,
     pub memory_mb: u64,
     pub pids: u64,
+    /// Disk limit of the sandbox's writable layer, in MiB, where the
+    /// backend can enforce one.
+    pub disk_mb: Option<u64>,
+    /// Start from this snapshot's files (see [`Runtime::snapshot`]).
+    pub snapshot: Option<String>,
+    /// Volumes to mount (see [`Runtime::create_volume`]).
+    pub volumes: Vec<VolumeSpec>,
+    /// A way out to the network; `None`: loopback only.
+    pub network: Option<NetworkSpec>,
+    /// The backend to run it with (see [`multi::Runtimes`]); `None`: the
+    /// server's default.
+    pub runtime: Option<String>,
+}
+
+impl SandboxSpec {
+    /// A spec with the defaults every field but these has.
+    pub fn new(id: SandboxId, template: TemplateSpec) -> Self {
+        Self {
+            id,
+            template,
+            env: BTreeMap::new(),
+            cpu: 1.0,
+            memory_mb: 512,
+            pids: 256,
+            disk_mb: None,
+            snapshot: None,
+            volumes: Vec::new(),
+            network: None,
+            runtime: None,
+        }
+    }
+}
+
+// ---- network (see docs/network.md) ----
+
+/// Egress through Capsule's proxy: the sandbox reaches the destinations of
+/// `allow` over HTTP(S) through a proxy the backend runs on the host side,
+/// and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// Host names, `*.suffix` wildcards and CIDRs, checked by the engine.
+    pub allow: Vec<String>,
+    /// Headers the proxy adds to requests for a host.
+    #[serde(default)]
+    pub secrets: Vec<SecretHeader>,
+}
+
+/// A header added by the proxy to every request for `host`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretHeader {
+    pub host: String,
+    pub header: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for SecretHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The value is a credential: never in logs.
+        f.debug_struct("SecretHeader")
+            .field("host", &self.host)
+            .field("header", &self.header)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+// ---- end network ----
+
+/// A volume mounted into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    /// The backend's name for the volume (unique across tenants).
+    pub key: String,
+    /// Where it appears inside the sandbox (absolute, normalized).
+    pub path: String,
+    pub read_only: bool,
 }
 
 /// Why the sandbox's init is gone.
@@ -64,6 +142,8 @@ pub struct Usage {
     pub memory_peak_bytes: Option<u64>,
     pub pids: Option<u64>,
     pub disk_bytes: Option<u64>,
+    pub network_rx_bytes: Option<u64>,
+    pub network_tx_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +197,19 @@ pub trait Runtime: Send + Sync {
     /// A short name (`native`, `oci`).
     fn name(&self) -> &'static str;
 
+    /// The backend a create asking for `requested` (`None`: the default)
+    /// runs on, or why there is none.
+    fn select(&self, requested: Option<&str>) -> std::result::Result<&'static str, String> {
+        match requested {
+            None => Ok(self.name()),
+            Some(name) if name == self.name() => Ok(self.name()),
+            Some(name) => Err(format!(
+                "runtime {name:?} is not enabled on this server (it runs {})",
+                self.name()
+            )),
+        }
+    }
+
     /// Things the operator should know about how this host runs sandboxes
     /// (degraded isolation, missing limits), said once at start.
     fn warnings(&self) -> Vec<String> {
@@ -125,6 +218,14 @@ pub trait Runtime: Send + Sync {
 
     /// Ok when this host can serve `template`, else the reason.
     fn check_template(&self, template: &TemplateSpec) -> std::result::Result<(), String>;
+
+    /// Ok when this backend can give a sandbox `network`, else why not.
+    fn check_network(&self, _network: &NetworkSpec) -> Result<()> {
+        Err(RuntimeError::Unsupported {
+            operation: "egress networking",
+            backend: self.name(),
+        })
+    }
 
     /// Starts a sandbox and returns once its agent accepts connections.
     async fn create(&self, spec: &SandboxSpec) -> Result<Attached>;
@@ -166,6 +267,42 @@ pub trait Runtime: Send + Sync {
     async fn resume(&self, _id: SandboxId) -> Result<()> {
         Err(RuntimeError::Unsupported {
             operation: "resume",
+            backend: self.name(),
+        })
+    }
+
+    /// How sandbox files are stored (`btrfs`, `dir`), for operators.
+    fn storage(&self) -> &'static str {
+        "none"
+    }
+
+    /// Captures the files of a running sandbox as `snapshot`, which later
+    /// sandboxes can start from; returns the bytes it holds.
+    async fn snapshot(&self, _id: SandboxId, _snapshot: &str) -> Result<u64> {
+        Err(RuntimeError::Unsupported {
+            operation: "snapshot",
+            backend: self.name(),
+        })
+    }
+
+    async fn delete_snapshot(&self, _snapshot: &str) -> Result<()> {
+        Err(RuntimeError::Unsupported {
+            operation: "deleting snapshots",
+            backend: self.name(),
+        })
+    }
+
+    /// Makes a persistent volume that sandboxes can mount.
+    async fn create_volume(&self, _key: &str, _bytes: u64) -> Result<()> {
+        Err(RuntimeError::Unsupported {
+            operation: "volumes",
+            backend: self.name(),
+        })
+    }
+
+    async fn delete_volume(&self, _key: &str) -> Result<()> {
+        Err(RuntimeError::Unsupported {
+            operation: "volumes",
             backend: self.name(),
         })
     }

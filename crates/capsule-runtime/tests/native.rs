@@ -28,6 +28,11 @@ fn spec(id: SandboxId) -> SandboxSpec {
         cpu: 1.0,
         memory_mb: 256,
         pids: 128,
+        disk_mb: None,
+        snapshot: None,
+        volumes: Vec::new(),
+        network: None,
+        runtime: None,
     }
 }
 
@@ -77,6 +82,7 @@ async fn run() {
         cgroups: true,
         tmp_bytes: 64 << 20,
         ready_launchers: 1,
+        storage: capsule_runtime::native::StorageMode::Auto,
     })
     .expect("runtime");
     for w in rt.warnings() {

@@ -55,7 +55,7 @@ pub(crate) async fn require_key(
             req.extensions_mut().insert(who);
             next.run(req).await
         }
-        Err(e) => refuse(&path, &e),
+        Err(e) => crate::e2b::answer_early(req, refuse(&path, &e)).await,
     }
 }
 

@@ -3,10 +3,18 @@
 
 mod auth;
 mod e2b;
+mod guard;
 mod health;
 pub mod mcp;
 mod rpc;
 mod terminal;
+
+/// The parsers of request input, for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::auth::presented_key;
+    pub use crate::e2b::{metadata_filter, query_pairs, signed_query};
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +31,9 @@ pub struct ServerConfig {
     /// Accept any `Host` header at `/mcp` (the server is reachable under
     /// other names); otherwise only local names, against DNS rebinding.
     pub any_host: bool,
+    /// Browser origins allowed besides the server's own (and local ones on
+    /// loopback); see `guard.rs`.
+    pub allowed_origins: Vec<String>,
     /// Cancelled when the server shuts down, to end long-lived streams.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -33,6 +44,7 @@ impl Default for ServerConfig {
             // A 64 MiB file as base64 plus the envelope.
             max_body_bytes: 96 << 20,
             any_host: false,
+            allowed_origins: Vec::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -72,6 +84,11 @@ pub fn app(engine: Arc<Engine>, config: ServerConfig) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             e2b::intercept,
+        ))
+        // Outermost: DNS rebinding and cross-site requests never get in.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::browser_guard,
         ))
         .with_state(state)
 }

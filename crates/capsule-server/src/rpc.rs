@@ -10,9 +10,11 @@ use capsule_api::admin::{
 };
 use capsule_api::rpc::{Call, Payload, Response as RpcResponse, parse_call, parse_payload};
 use capsule_api::sandbox::{
-    CreateParams, DeleteResult, EntryResult, ExecParams, IdParams, ListDirResult, ListParams,
-    ListResult, NoParams, PathParams, ReadFileResult, RemoveResult, RunCodeParams, RunParams,
-    SetTimeoutParams, SetTimeoutResult, TemplatesResult, WriteFileParams, encode_base64, methods,
+    CreateParams, CreateVolumeParams, DeleteResult, EntryResult, ExecParams, ForkParams,
+    ForkResult, IdParams, ListDirResult, ListParams, ListResult, ListSnapshotsResult,
+    ListVolumesResult, NoParams, PathParams, PoolsResult, ReadFileResult, RemoveResult,
+    RunCodeParams, RunParams, SetPoolParams, SetTimeoutParams, SetTimeoutResult, SnapshotParams,
+    SnapshotRefParams, TemplatesResult, VolumeNameParams, WriteFileParams, encode_base64, methods,
     parse_params,
 };
 use capsule_api::{ApiError, ErrorKind};
@@ -221,6 +223,59 @@ pub(crate) async fn dispatch(
                 templates: engine.templates(),
             })
         }
+        methods::PAUSE => {
+            let p: IdParams = parse_params(method, params)?;
+            to_value(engine.pause(who, p.id).await?)
+        }
+        methods::RESUME => {
+            let p: IdParams = parse_params(method, params)?;
+            to_value(engine.resume(who, p.id).await?)
+        }
+        methods::SNAPSHOT => {
+            let p: SnapshotParams = parse_params(method, params)?;
+            to_value(engine.snapshot(who, p.id, p.name).await?)
+        }
+        methods::LIST_SNAPSHOTS => {
+            let _: NoParams = parse_params(method, params)?;
+            to_value(ListSnapshotsResult {
+                snapshots: engine.list_snapshots(who)?,
+            })
+        }
+        methods::DELETE_SNAPSHOT => {
+            let p: SnapshotRefParams = parse_params(method, params)?;
+            engine.delete_snapshot(who, &p.snapshot).await?;
+            to_value(DeleteResult { deleted: true })
+        }
+        methods::FORK => to_value(ForkResult {
+            sandboxes: engine
+                .fork(who, parse_params::<ForkParams>(method, params)?)
+                .await?,
+        }),
+        methods::CREATE_VOLUME => {
+            let p: CreateVolumeParams = parse_params(method, params)?;
+            to_value(engine.create_volume(who, &p.name, p.size_mb).await?)
+        }
+        methods::LIST_VOLUMES => {
+            let _: NoParams = parse_params(method, params)?;
+            to_value(ListVolumesResult {
+                volumes: engine.list_volumes(who)?,
+            })
+        }
+        methods::DELETE_VOLUME => {
+            let p: VolumeNameParams = parse_params(method, params)?;
+            engine.delete_volume(who, &p.name).await?;
+            to_value(DeleteResult { deleted: true })
+        }
+        methods::STATS => {
+            let p: IdParams = parse_params(method, params)?;
+            to_value(engine.stats(who, p.id).await?)
+        }
+        methods::POOLS => {
+            let _: NoParams = parse_params(method, params)?;
+            to_value(PoolsResult {
+                pools: engine.pools(),
+            })
+        }
         other => Err(ApiError::new(
             ErrorKind::MethodNotFound,
             format!(
@@ -275,6 +330,12 @@ fn admin(engine: &Engine, who: &Principal, method: &str, params: Value) -> Resul
             let _: NoParams = parse_params(method, params)?;
             to_value(ListTenantsResult {
                 tenants: engine.list_tenants(who)?,
+            })
+        }
+        admin_methods::SET_POOL => {
+            let p: SetPoolParams = parse_params(method, params)?;
+            to_value(PoolsResult {
+                pools: engine.set_pool(who, &p.template, p.size)?,
             })
         }
         admin_methods::AUDIT => to_value(AuditResult {

@@ -145,6 +145,7 @@ async fn bridge(
         tokio::select! {
             event = terminal.next() => match event {
                 Some(Ok(TerminalEvent::Output(bytes))) => {
+                    engine.touch(id);
                     let text = decoder.push(&bytes);
                     if !text.is_empty() && tx.send(Message::Text(text.into())).await.is_err() {
                         break;

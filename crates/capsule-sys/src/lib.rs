@@ -5,6 +5,7 @@
 //! crate (and the agent's init path) is the only place `unsafe` is allowed;
 //! every block carries a `SAFETY:` comment stating the invariant it relies on.
 
+pub mod btrfs;
 pub mod caps;
 pub mod cgroup;
 pub mod error;

@@ -231,6 +231,42 @@ pub fn bind_host_readonly(
     attach(tree.as_fd(), root, path)
 }
 
+/// Binds the host directory `host_path` at `path` under `root`, writable.
+pub fn bind_host(
+    host_path: &str,
+    root: BorrowedFd<'_>,
+    path: &str,
+    extra: MountAttrFlags,
+) -> Result<()> {
+    let tree = clone_host_path(host_path, false)?;
+    set_attrs(
+        tree.as_fd(),
+        extra,
+        MountAttrFlags::MOUNT_ATTR_RDONLY,
+        false,
+    )?;
+    attach(tree.as_fd(), root, path)
+}
+
+/// Creates `path` under `dir` and its missing parents, one component at a
+/// time (each `mkdirat` relative to `dir`).
+pub fn ensure_dir_all(dir: BorrowedFd<'_>, path: &str, mode: u32) -> Result<()> {
+    let mut so_far = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        if part == ".." || part == "." {
+            return Err(SysError::Unsupported(format!(
+                "{path:?} is not a normalized path"
+            )));
+        }
+        if !so_far.is_empty() {
+            so_far.push('/');
+        }
+        so_far.push_str(part);
+        ensure_dir(dir, &so_far, mode)?;
+    }
+    Ok(())
+}
+
 /// Re-binds `path` under `root` onto itself read-only (for `/proc/sys` and friends).
 pub fn rebind_readonly(root: BorrowedFd<'_>, path: &str) -> Result<()> {
     let tree = clone_tree(root, path, true)?;

@@ -388,6 +388,62 @@ pub fn dup_to(fd: BorrowedFd<'_>, target: RawFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(target) })
 }
 
+/// Reaps zombie children of this process that run as another user than
+/// it does, and returns how many it reaped.
+///
+/// A child subreaper inherits the orphans of everything it starts: OCI
+/// runtimes leave their sandbox and gofer processes (gVisor) behind as
+/// such orphans, running as unprivileged ids. Nobody else waits for them,
+/// and a runtime waiting for one to stop sees its zombie as still there.
+/// The processes this one starts itself (and waits for) all run as its own
+/// user, so only strangers' zombies are taken.
+pub fn reap_foreign_zombies() -> usize {
+    let me = std::process::id();
+    let euid = rustix::process::geteuid().as_raw();
+    let mut reaped = 0;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    for pid in children {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let zombie = field("State:").is_some_and(|s| s.starts_with('Z'));
+        let parent = field("PPid:").and_then(|p| p.parse::<u32>().ok());
+        let uid = field("Uid:").and_then(|u| {
+            u.split_whitespace()
+                .next()
+                .and_then(|u| u.parse::<u32>().ok())
+        });
+        if !zombie || parent != Some(me) || uid.is_none_or(|u| u == euid) {
+            continue;
+        }
+        let mut code = 0;
+        // SAFETY: waitpid on one specific child pid with WNOHANG; `code` is
+        // a valid out-pointer for the duration of the call.
+        let got = unsafe { libc::waitpid(pid, &mut code, libc::WNOHANG) };
+        if got == pid {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,25 @@ pub enum Command {
     Timeout(TimeoutArgs),
     /// List the templates and whether this host can run them.
     Templates,
+    /// Pause a sandbox: every process frozen, no CPU used (any call resumes it).
+    Pause(IdArg),
+    /// Resume a paused sandbox.
+    Resume(IdArg),
+    /// Capture a sandbox's files as a snapshot to start new sandboxes from.
+    Snapshot(SnapshotArgs),
+    /// List snapshots, or delete one: `capsule snapshots rm NAME`.
+    #[command(subcommand)]
+    Snapshots(SnapshotsCommand),
+    /// Make copies of a running sandbox (copy-on-write), N at once.
+    Fork(ForkArgs),
+    /// Persistent volumes: create, list, delete.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Live resource use of a sandbox (refreshes every second; --once prints once).
+    Stats(StatsArgs),
+    /// Warm pools: sizes and ready sandboxes (`capsule pools set TEMPLATE N`, admin).
+    #[command(subcommand)]
+    Pools(PoolsCommand),
     /// Manage API keys (admin): create, list, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -127,6 +146,59 @@ pub struct AuditArgs {
     pub limit: u32,
 }
 
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    pub id: String,
+    /// A name to start sandboxes from it by.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsCommand {
+    /// List snapshots.
+    Ls,
+    /// Delete a snapshot by id or name.
+    Rm { snapshot: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ForkArgs {
+    pub id: String,
+    /// How many copies.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    pub count: u32,
+    /// Time to live of the copies, e.g. 30m (default: the source's remaining time).
+    #[arg(long)]
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Make a volume of SIZE (e.g. 512m, 2g).
+    Create { name: String, size: String },
+    /// List volumes.
+    Ls,
+    /// Delete a volume (no sandbox may mount it).
+    Rm { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    pub id: String,
+    /// Print once and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolsCommand {
+    /// Pool sizes and ready sandboxes.
+    Ls,
+    /// Keep COUNT ready sandboxes of TEMPLATE (0 removes the pool).
+    Set { template: String, count: u32 },
+}
+
 /// The server address when none is given.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
@@ -169,6 +241,11 @@ pub struct ServeArgs {
     /// limit of its own (0: no limit).
     #[arg(long, env = "CAPSULE_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit_per_min: u32,
+    /// A browser origin (`https://console.example.com`) allowed to call the
+    /// API besides the server's own; repeatable. Other cross-site requests
+    /// are refused, against web pages driving a local server.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
@@ -191,6 +268,21 @@ pub struct EngineArgs {
     /// slow part of joining a cgroup (0 turns this off).
     #[arg(long, default_value_t = 2)]
     pub ready_launchers: usize,
+    /// Isolation backends sandboxes may ask for (`runtime` at create),
+    /// comma-separated: `native` (always on, the default) and the OCI
+    /// runtimes `gvisor` (runsc), `runc`, `crun`. OCI runtimes need root
+    /// and the stand-alone agent (`--agent-bin`).
+    #[arg(
+        long,
+        env = "CAPSULE_RUNTIMES",
+        value_delimiter = ',',
+        default_value = "native"
+    )]
+    pub runtimes: Vec<String>,
+    /// The stand-alone agent OCI sandboxes run (`scripts/build-agent`
+    /// prints its path); default: `capsule-agent` beside this executable.
+    #[arg(long, env = "CAPSULE_AGENT_BIN")]
+    pub agent_bin: Option<PathBuf>,
     /// Do not use cgroups (no memory, CPU or process limits).
     #[arg(long)]
     pub no_cgroups: bool,
@@ -212,6 +304,44 @@ pub struct EngineArgs {
     /// Output kept per stream of `exec`/`run`, in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub output_limit: usize,
+    /// Where sandbox files, snapshots and volumes live: `btrfs` (a
+    /// loop-mounted image under the state directory unless it is on btrfs
+    /// already; root only), `dir` (plain directories: snapshots copy, no
+    /// disk limits) or `auto` (btrfs when possible).
+    #[arg(long, env = "CAPSULE_STORAGE", default_value = "auto", value_parser = parse_storage)]
+    pub storage: capsule_runtime::native::StorageMode,
+    /// Disk limit of a sandbox's own files when `create` gives none, in
+    /// MiB (btrfs storage; 0: none).
+    #[arg(long, default_value_t = 10 * 1024)]
+    pub default_disk_mb: u64,
+    /// Warm pool, TEMPLATE=COUNT (repeatable): ready sandboxes kept for
+    /// creates that fit the default shape.
+    #[arg(long = "pool", value_parser = parse_pool)]
+    pub pool: Vec<(String, u32)>,
+    /// While a sandbox is paused its time to live `stop`s counting or keeps
+    /// counting (`run`).
+    #[arg(long, default_value = "stop", value_parser = ["stop", "run"])]
+    pub paused_ttl: String,
+    /// The longest a sandbox may stay paused before it is deleted, in ms.
+    #[arg(long, default_value_t = 7 * 24 * 3_600_000)]
+    pub max_paused_ms: u64,
+    /// How often every sandbox's agent is health-checked, in ms (0: never).
+    #[arg(long, default_value_t = 10_000)]
+    pub health_interval_ms: u64,
+}
+
+fn parse_storage(s: &str) -> Result<capsule_runtime::native::StorageMode, String> {
+    s.parse()
+}
+
+fn parse_pool(s: &str) -> Result<(String, u32), String> {
+    let (t, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--pool {s:?}: expected TEMPLATE=COUNT, e.g. python=4"))?;
+    let n: u32 = n
+        .parse()
+        .map_err(|_| format!("--pool {s:?}: {n:?} is not a count"))?;
+    Ok((t.to_owned(), n))
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +364,22 @@ pub struct CreateArgs {
     /// Metadata, KEY=VALUE (repeatable).
     #[arg(long = "meta", short = 'm')]
     pub meta: Vec<String>,
+    /// Start from a snapshot (its id or name) instead of empty files.
+    #[arg(long)]
+    pub snapshot: Option<String>,
+    /// Mount a volume: NAME:/path or NAME:/path:ro (repeatable).
+    #[arg(long = "volume", short = 'v')]
+    pub volumes: Vec<String>,
+    /// Disk limit of the sandbox's own files in MiB.
+    #[arg(long)]
+    pub disk: Option<u64>,
+    /// Pause after this long without activity, e.g. 5m.
+    #[arg(long)]
+    pub auto_pause: Option<String>,
+    /// The isolation backend: native, or an OCI runtime the server enabled
+    /// (gvisor, runc, crun).
+    #[arg(long)]
+    pub runtime: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -173,9 +173,56 @@ def test_both_route_generations_and_unknown_fields(server):
         assert http.get(f"/sandboxes/{sid}").status_code == 404
 
 
-def test_unsupported_calls_fail_clearly_and_fast(server, sandbox):
+def test_pause_resume_snapshot_and_fork(server, sandbox):
+    sandbox.files.write("/home/user/state.txt", "before pause")
+    assert sandbox.pause() is True
+    assert sandbox.get_info().state == SandboxState.PAUSED
+    assert sandbox.pause() is False  # already paused
+    listed = Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()
+    assert sandbox.sandbox_id in [s.sandbox_id for s in listed]
+    # Connecting resumes it, with its files and processes as they were.
+    again = Sandbox.connect(sandbox.sandbox_id)
+    assert again.get_info().state == SandboxState.RUNNING
+    assert again.files.read("/home/user/state.txt") == "before pause"
+
+    snap = again.create_snapshot(name=f"e2b-{time.time_ns()}")
+    assert snap.snapshot_id
+    copy = Sandbox.create(snap.snapshot_id, timeout=60)
+    try:
+        assert copy.files.read("/home/user/state.txt") == "before pause"
+        copy.files.write("/home/user/state.txt", "changed in the copy")
+        assert again.files.read("/home/user/state.txt") == "before pause"
+    finally:
+        copy.kill()
+    forks = again.fork(count=2)
+    try:
+        assert len(forks) == 2 and all(isinstance(f, Sandbox) for f in forks), forks
+        for f in forks:
+            assert f.files.read("/home/user/state.txt") == "before pause"
+    finally:
+        for f in forks:
+            if isinstance(f, Sandbox):
+                f.kill()
+
+
+def test_lifecycle_pause_on_timeout(server):
+    sbx = Sandbox.create(timeout=3, lifecycle={"on_timeout": "pause"})
+    try:
+        sbx.files.write("/home/user/kept.txt", "kept")
+        end = sbx.get_info().end_at
+        while datetime.now(timezone.utc) < end + timedelta(seconds=2):
+            time.sleep(0.2)
+        assert sbx.get_info().state == SandboxState.PAUSED
+        again = Sandbox.connect(sbx.sandbox_id, timeout=60)
+        assert again.files.read("/home/user/kept.txt") == "kept"
+        assert again.get_info().state == SandboxState.RUNNING
+    finally:
+        sbx.kill()
+
+
+def test_unsupported_options_fail_clearly_and_fast(server):
     started = time.monotonic()
     with pytest.raises(SandboxException) as err:
-        sandbox.pause()
+        Sandbox.create(allow_internet_access=True)
     assert time.monotonic() - started < 10
-    assert "not supported" in str(err.value).lower()
+    assert "internet" in str(err.value).lower()

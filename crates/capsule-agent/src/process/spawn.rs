@@ -19,8 +19,25 @@ use crate::users::Identity;
 /// Settings every process starts from.
 #[derive(Debug, Clone, Default)]
 pub struct SpawnDefaults {
-    /// Environment before the identity's and the request's own.
-    pub env: BTreeMap<String, String>,
+    /// Environment before the identity's and the request's own; shared, so
+    /// that `POST /init` can change it for every later process.
+    pub env: std::sync::Arc<std::sync::RwLock<BTreeMap<String, String>>>,
+}
+
+impl SpawnDefaults {
+    pub fn new(env: BTreeMap<String, String>) -> Self {
+        Self {
+            env: std::sync::Arc::new(std::sync::RwLock::new(env)),
+        }
+    }
+
+    /// Adds (or replaces) variables of the default environment.
+    pub fn extend_env(&self, vars: BTreeMap<String, String>) {
+        self.env
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(vars);
+    }
 }
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -54,7 +71,11 @@ pub(crate) fn environment(
     request: &BTreeMap<String, String>,
     terminal: bool,
 ) -> BTreeMap<String, String> {
-    let mut env = defaults.env.clone();
+    let mut env = defaults
+        .env
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     env.entry("PATH".into())
         .or_insert_with(|| DEFAULT_PATH.into());
     env.insert("HOME".into(), id.home.display().to_string());
@@ -201,8 +222,14 @@ pub(crate) fn under_shim(
             if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) == -1 {
                 return Err(io::Error::last_os_error());
             }
+            // Old gVisor releases lack child subreapers (EINVAL): orphans
+            // then go to the agent, which reaps them as the sandbox's init,
+            // and only the shim's direct line is ended with the process.
             if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == -1 {
-                return Err(io::Error::last_os_error());
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(err);
+                }
             }
             let child = libc::fork();
             if child == -1 {
@@ -312,13 +339,13 @@ mod tests {
 
     #[test]
     fn environment_layers_in_order() {
-        let defaults = SpawnDefaults {
-            env: [
+        let defaults = SpawnDefaults::new(
+            [
                 ("LANG".into(), "C.UTF-8".into()),
                 ("HOME".into(), "/wrong".into()),
             ]
             .into(),
-        };
+        );
         let id = Identity {
             name: "user".into(),
             uid: 1000,

@@ -328,6 +328,19 @@ fn build_sandbox(spec: &InitSpec) -> Result<(), String> {
             .map_err(ctx(&format!("binding {}", bind.display())))?;
     }
 
+    // Volumes, where the sandbox asked for them.
+    for v in &spec.volumes {
+        let rel = v.target.trim_start_matches('/');
+        mount::ensure_dir_all(root, rel, 0o755).map_err(ctx("volume mount point"))?;
+        let source = v.source.to_string_lossy();
+        let bound = if v.read_only {
+            mount::bind_host_readonly(&source, root, rel, mount::hardened())
+        } else {
+            mount::bind_host(&source, root, rel, mount::hardened())
+        };
+        bound.map_err(ctx(&format!("mounting the volume at {}", v.target)))?;
+    }
+
     // A fresh /proc for the new pid namespace, with the host-wide knobs
     // read-only and a few host-revealing files masked.
     let proc_fs = mount::new_mount("proc", &[], mount::hardened() | Attr::MOUNT_ATTR_NOEXEC)

@@ -9,6 +9,7 @@ pub mod init;
 pub mod layer;
 mod slots;
 pub mod spec;
+pub mod storage;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -32,7 +33,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use self::layer::{HostLayout, Ownership};
-use self::spec::{AgentSettings, InitAnswer, InitSpec, OwnedDir, RemoveSpec};
+use self::spec::{AgentSettings, InitAnswer, InitSpec, OwnedDir, RemoveSpec, VolumeBind};
+pub use self::storage::StorageMode;
 use crate::{
     Attached, ExitReason, Result, Runtime, RuntimeError, SandboxSpec, TemplateSpec, Usage,
 };
@@ -44,7 +46,7 @@ pub const SANDBOX_USER_ID: u32 = 1000;
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Directories searched for a template's programs (inside the sandbox).
-const PROGRAM_DIRS: [&str; 6] = [
+pub(crate) const PROGRAM_DIRS: [&str; 6] = [
     "/usr/local/sbin",
     "/usr/local/bin",
     "/usr/sbin",
@@ -69,6 +71,8 @@ pub struct NativeOptions {
     pub tmp_bytes: u64,
     /// Launchers kept ready in their cgroups (see `slots`).
     pub ready_launchers: usize,
+    /// Where writable layers, snapshots and volumes live (see `storage`).
+    pub storage: StorageMode,
 }
 
 /// The native Linux-namespaces backend.
@@ -78,6 +82,7 @@ pub struct NativeRuntime {
     cgroups: Option<Cgroups>,
     layer: PathBuf,
     layout: HostLayout,
+    storage: storage::Storage,
     warnings: Vec<String>,
     pool: Arc<slots::Pool>,
 }
@@ -102,7 +107,7 @@ fn current_user_name(uid: u32) -> String {
 
 /// A random id for this state directory, made once and kept: it names the
 /// server's cgroups, so that two servers never touch each other's sandboxes.
-fn instance_id(dir: &Path) -> Result<String> {
+pub(crate) fn instance_id(dir: &Path) -> Result<String> {
     let path = dir.join("instance-id");
     if let Ok(id) = fs::read_to_string(&path) {
         let id = id.trim();
@@ -210,14 +215,27 @@ impl NativeRuntime {
             format!("building the base layer in {}", layers_dir.display()),
         ))?;
         let mut in_use = vec![layer.clone()];
-        if let Ok(entries) = fs::read_dir(opts.dir.join("sandboxes")) {
-            for e in entries.flatten() {
-                if let Ok(p) = fs::read_to_string(e.path().join("layer")) {
-                    in_use.push(PathBuf::from(p.trim()));
+        // Sandboxes and snapshots pin the base layer they were made on.
+        for (dir, file) in [("sandboxes", Some("layer")), ("snapshot-layers", None)] {
+            if let Ok(entries) = fs::read_dir(opts.dir.join(dir)) {
+                for e in entries.flatten() {
+                    let path = match file {
+                        Some(f) => e.path().join(f),
+                        None => e.path(),
+                    };
+                    if let Ok(p) = fs::read_to_string(path) {
+                        in_use.push(PathBuf::from(p.trim()));
+                    }
                 }
             }
         }
         layer::collect_garbage(&layers_dir, &in_use);
+        let storage = storage::Storage::open(
+            &opts.dir,
+            opts.storage,
+            mapping.method == MapMethod::Direct,
+            &mut warnings,
+        )?;
         let pool = slots::Pool::new(opts.ready_launchers);
         let runtime = Arc::new(Self {
             opts,
@@ -225,6 +243,7 @@ impl NativeRuntime {
             cgroups,
             layer,
             layout,
+            storage,
             warnings,
             pool,
         });
@@ -280,7 +299,7 @@ impl NativeRuntime {
 
     /// Sandbox root resolves the state directory's paths itself while
     /// building the sandbox, so every parent must let it pass.
-    fn check_reachable(dir: &Path, sandbox_root: u32) -> Result<()> {
+    pub(crate) fn check_reachable(dir: &Path, sandbox_root: u32) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         let mut cur = Some(dir);
         while let Some(p) = cur {
@@ -465,19 +484,64 @@ impl NativeRuntime {
         serde_json::from_slice(&text).ok()
     }
 
-    fn disk_usage(path: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let mut total = 0u64;
-        let mut stack = vec![path.to_path_buf()];
-        while let Some(p) = stack.pop() {
-            let Ok(meta) = fs::symlink_metadata(&p) else {
+    /// Bytes used under `path`, a directory the sandbox can write to.
+    ///
+    /// The sandbox may swap any directory for a symlink while this runs, so
+    /// the walk never resolves a name twice: each directory is opened
+    /// relative to its parent's descriptor with `O_NOFOLLOW`, and nothing on
+    /// another file system is entered.
+    pub(crate) fn disk_usage(path: &Path) -> u64 {
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+        use std::sync::Arc;
+        const MAX_DEPTH: usize = 512;
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let Ok(root) = rustix::fs::open(path, dir_flags, Mode::empty()) else {
+            return 0;
+        };
+        let Ok(root_stat) = rustix::fs::fstat(&root) else {
+            return 0;
+        };
+        let device = root_stat.st_dev;
+        let mut total = root_stat.st_blocks as u64 * 512;
+        // Directories still to read, each as (parent, name, inode, depth):
+        // a descriptor stays open only while names under it wait, so at
+        // most MAX_DEPTH are open at once however wide the tree.
+        let mut pending: Vec<(Arc<rustix::fd::OwnedFd>, std::ffi::CString, u64, usize)> =
+            Vec::new();
+        let read_dir =
+            |dir: Arc<rustix::fd::OwnedFd>, depth: usize, pending: &mut Vec<_>, total: &mut u64| {
+                let Ok(entries) = rustix::fs::Dir::read_from(&*dir) else {
+                    return;
+                };
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                        continue;
+                    }
+                    let Ok(st) = rustix::fs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                        continue;
+                    };
+                    *total += st.st_blocks as u64 * 512;
+                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory
+                        && st.st_dev == device
+                        && depth + 1 < MAX_DEPTH
+                    {
+                        pending.push((dir.clone(), name.to_owned(), st.st_ino, depth + 1));
+                    }
+                }
+            };
+        read_dir(Arc::new(root), 0, &mut pending, &mut total);
+        while let Some((parent, name, ino, depth)) = pending.pop() {
+            let Ok(child) = rustix::fs::openat(&*parent, &name, dir_flags, Mode::empty()) else {
                 continue;
             };
-            total += meta.blocks() * 512;
-            if meta.is_dir()
-                && let Ok(entries) = fs::read_dir(&p)
-            {
-                stack.extend(entries.flatten().map(|e| e.path()));
+            drop(parent);
+            // The name may have been swapped for another directory since.
+            match rustix::fs::fstat(&child) {
+                Ok(now) if now.st_dev == device && now.st_ino == ino => {
+                    read_dir(Arc::new(child), depth, &mut pending, &mut total);
+                }
+                _ => {}
             }
         }
         total
@@ -592,6 +656,7 @@ impl Runtime for NativeRuntime {
                 .map_err(|e| RuntimeError::sys(format!("removing the cgroup of {id}"), e))?;
             }
         }
+        self.storage.remove_layer(id.as_str())?;
         self.remove_dir(&dir).await
     }
 
@@ -604,9 +669,99 @@ impl Runtime for NativeRuntime {
                     .filter_map(|e| e.file_name().to_str()?.parse::<SandboxId>().ok()),
             );
         }
+        ids.extend(
+            self.storage
+                .layer_ids()
+                .iter()
+                .filter_map(|n| n.parse::<SandboxId>().ok()),
+        );
         // Cgroups of no sandbox (launchers of a crashed server) go at once.
         self.sweep_cgroups();
         ids.into_iter().collect()
+    }
+
+    fn storage(&self) -> &'static str {
+        self.storage.name()
+    }
+
+    async fn pause(&self, id: SandboxId) -> Result<()> {
+        self.freeze(id, true).await
+    }
+
+    async fn resume(&self, id: SandboxId) -> Result<()> {
+        self.freeze(id, false).await
+    }
+
+    async fn snapshot(&self, id: SandboxId, snapshot: &str) -> Result<u64> {
+        if self.mapping.method != MapMethod::Direct {
+            return Err(RuntimeError::Unsupported {
+                operation: "snapshots of a rootless server",
+                backend: "native",
+            });
+        }
+        let dir = self.sandbox_dir(id);
+        if !dir.exists() {
+            return Err(RuntimeError::Unavailable(format!(
+                "sandbox {id} has no files here"
+            )));
+        }
+        // Frozen while its files are captured, unless it already was.
+        let was_frozen = self.frozen(id);
+        if !was_frozen && self.cgroups.is_some() {
+            self.freeze(id, true).await?;
+        }
+        let storage = self.storage.clone();
+        let (sid, snap, sdir) = (id.to_string(), snapshot.to_owned(), dir.clone());
+        let taken = tokio::task::spawn_blocking(move || storage.snapshot(&sid, &sdir, &snap))
+            .await
+            .map_err(|e| RuntimeError::io("snapshotting", io::Error::other(e)));
+        if !was_frozen && self.cgroups.is_some() {
+            self.freeze(id, false).await?;
+        }
+        let size = taken??;
+        // The snapshot pins the base layer its files sit on.
+        let layers = self.opts.dir.join("snapshot-layers");
+        fs::create_dir_all(&layers).map_err(io_ctx("recording the snapshot's layer"))?;
+        let layer = fs::read_to_string(dir.join("layer"))
+            .unwrap_or_else(|_| self.layer.display().to_string());
+        fs::write(layers.join(snapshot), layer)
+            .map_err(io_ctx("recording the snapshot's layer"))?;
+        Ok(size)
+    }
+
+    async fn delete_snapshot(&self, snapshot: &str) -> Result<()> {
+        let storage = self.storage.clone();
+        let snap = snapshot.to_owned();
+        tokio::task::spawn_blocking(move || storage.delete_snapshot(&snap))
+            .await
+            .map_err(|e| RuntimeError::io("deleting a snapshot", io::Error::other(e)))??;
+        let _ = fs::remove_file(self.opts.dir.join("snapshot-layers").join(snapshot));
+        Ok(())
+    }
+
+    async fn create_volume(&self, key: &str, bytes: u64) -> Result<()> {
+        let (uid, gid) = (
+            self.mapping.host_uid(SANDBOX_USER_ID),
+            self.mapping.host_gid(SANDBOX_USER_ID),
+        );
+        let direct = self.mapping.method == MapMethod::Direct;
+        let own = move |p: &Path| -> Result<()> {
+            if direct && let (Some(uid), Some(gid)) = (uid, gid) {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .map_err(io_ctx(format!("chown {}", p.display())))?;
+            }
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755))
+                .map_err(io_ctx(format!("chmod {}", p.display())))
+        };
+        self.storage.create_volume(key, bytes, &own)
+    }
+
+    async fn delete_volume(&self, key: &str) -> Result<()> {
+        let storage = self.storage.clone();
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || storage.delete_volume(&key))
+            .await
+            .map_err(|e| RuntimeError::io("deleting a volume", io::Error::other(e)))?
     }
 
     fn disk_capacity(&self) -> Option<u64> {
@@ -619,9 +774,13 @@ impl Runtime for NativeRuntime {
         // With no sandbox left, nothing of this server stays in the cgroup tree.
         let no_sandboxes =
             fs::read_dir(self.opts.dir.join("sandboxes")).map_or(true, |mut d| d.next().is_none());
-        if no_sandboxes && let Some(cgroups) = &self.cgroups {
-            self.sweep_cgroups();
-            cgroups.remove_parents();
+        if no_sandboxes {
+            if let Some(cgroups) = &self.cgroups {
+                self.sweep_cgroups();
+                cgroups.remove_parents();
+            }
+            // Snapshots and volumes stay in the image for the next start.
+            self.storage.unmount();
         }
     }
 
@@ -634,7 +793,7 @@ impl Runtime for NativeRuntime {
             usage.memory_peak_bytes = stats.memory_peak_bytes;
             usage.pids = stats.pids;
         }
-        let upper = self.sandbox_dir(id).join("upper");
+        let upper = self.storage.upper(id.as_str(), &self.sandbox_dir(id));
         usage.disk_bytes = tokio::task::spawn_blocking(move || Self::disk_usage(&upper))
             .await
             .ok();
@@ -643,6 +802,42 @@ impl Runtime for NativeRuntime {
 }
 
 impl NativeRuntime {
+    /// Freezes or thaws every process of a sandbox, waiting until frozen.
+    async fn freeze(&self, id: SandboxId, frozen: bool) -> Result<()> {
+        let (Some(cgroups), Some(name)) = (&self.cgroups, self.cgroup_name(id)) else {
+            return Err(RuntimeError::Unavailable(
+                "pausing needs cgroups (the freezer), which this server does not use".into(),
+            ));
+        };
+        let cg = cgroups.open(&name);
+        cg.set_frozen(frozen).map_err(|e| {
+            RuntimeError::sys(
+                format!("{} {id}", if frozen { "freezing" } else { "thawing" }),
+                e,
+            )
+        })?;
+        if frozen {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !cg.is_frozen().unwrap_or(false) {
+                if tokio::time::Instant::now() >= deadline {
+                    let _ = cg.set_frozen(false);
+                    return Err(RuntimeError::Unavailable(format!(
+                        "sandbox {id} did not freeze within 10 s"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn frozen(&self, id: SandboxId) -> bool {
+        match (&self.cgroups, self.cgroup_name(id)) {
+            (Some(cgroups), Some(name)) => cgroups.open(&name).is_frozen().unwrap_or(false),
+            _ => false,
+        }
+    }
+
     async fn create_in(&self, spec: &SandboxSpec, dir: &Path) -> Result<Attached> {
         let id = spec.id;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
@@ -651,13 +846,14 @@ impl NativeRuntime {
         self.chown_to_root(dir)?;
         fs::write(dir.join("layer"), self.layer.display().to_string())
             .map_err(io_ctx("recording the layer"))?;
-        for sub in ["upper", "work", "root"] {
-            let p = dir.join(sub);
-            fs::create_dir(&p).map_err(io_ctx(format!("creating {}", p.display())))?;
-            if sub != "root" {
-                self.chown_to_root(&p)?;
-            }
-        }
+        fs::create_dir(dir.join("root")).map_err(io_ctx("creating the root mount point"))?;
+        let (upper, work) = self.storage.create_layer(
+            id.as_str(),
+            dir,
+            spec.snapshot.as_deref(),
+            spec.disk_mb.map(|mb| mb.saturating_mul(1 << 20)),
+            &|p: &Path| self.chown_to_root(p),
+        )?;
         let socket = dir.join("agent.sock");
         if socket.as_os_str().len() >= 100 {
             return Err(RuntimeError::Unavailable(format!(
@@ -690,17 +886,23 @@ impl NativeRuntime {
                 .map_err(|e| RuntimeError::sys(format!("setting the limits of {id}"), e))?;
         }
         let (user_uid, user_gid) = self.user_ids();
-        // Half the memory at most: tmpfs pages count against the sandbox's
-        // memory and cannot be reclaimed, so a full /tmp must leave room
-        // for the agent (or the out-of-memory killer ends the sandbox).
-        let tmp_size = self.opts.tmp_bytes.min(memory_bytes / 2).max(8 << 20);
+        // /tmp and /dev/shm together hold half the memory at most: tmpfs
+        // pages count against the sandbox's memory and cannot be reclaimed,
+        // so full ones must leave room for the agent (or the out-of-memory
+        // killer ends the sandbox).
+        let shm_size = (64u64 << 20).min(memory_bytes / 8).max(4 << 20);
+        let tmp_size = self
+            .opts
+            .tmp_bytes
+            .min((memory_bytes / 2).saturating_sub(shm_size))
+            .max(8 << 20);
         let init_spec = InitSpec {
             id: id.to_string(),
             hostname: "capsule".to_owned(),
             mapping: self.mapping.clone(),
             lower: vec![self.layer.clone()],
-            upper: dir.join("upper"),
-            work: dir.join("work"),
+            upper,
+            work,
             root: dir.join("root"),
             socket: socket.clone(),
             log: dir.join("agent.log"),
@@ -712,8 +914,27 @@ impl NativeRuntime {
                 .chain(spec.template.extra_binds.iter())
                 .cloned()
                 .collect(),
+            volumes: spec
+                .volumes
+                .iter()
+                .map(|v| {
+                    let source = self.storage.volume_path(&v.key);
+                    if source.is_dir() {
+                        Ok(VolumeBind {
+                            source,
+                            target: v.path.clone(),
+                            read_only: v.read_only,
+                        })
+                    } else {
+                        Err(RuntimeError::Unavailable(format!(
+                            "volume {} does not exist",
+                            v.key
+                        )))
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?,
             tmp_size_bytes: tmp_size,
-            shm_size_bytes: (64u64 << 20).min(memory_bytes),
+            shm_size_bytes: shm_size,
             owned_dirs: vec![
                 OwnedDir {
                     path: "workspace".into(),

@@ -17,6 +17,15 @@ pub struct OwnedDir {
     pub mode: u32,
 }
 
+/// A host directory mounted into the sandbox (a volume).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeBind {
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub target: String,
+    pub read_only: bool,
+}
+
 /// Settings of the agent inside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSettings {
@@ -43,6 +52,9 @@ pub struct InitSpec {
     pub pid_file: PathBuf,
     /// Host directories bound read-only at the same path.
     pub binds: Vec<PathBuf>,
+    /// Volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeBind>,
     pub tmp_size_bytes: u64,
     pub shm_size_bytes: u64,
     pub owned_dirs: Vec<OwnedDir>,

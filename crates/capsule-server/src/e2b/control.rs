@@ -19,6 +19,7 @@ use capsule_api::{ApiError, ErrorKind, SandboxId};
 use capsule_engine::Principal;
 use capsule_engine::SandboxAccess;
 use capsule_engine::store::SandboxRecord;
+use serde_json::json;
 
 use super::error;
 use crate::AppState;
@@ -101,7 +102,12 @@ fn listed(state: &AppState, r: &SandboxRecord) -> ListedSandbox {
         memory_mb: r.memory_mb,
         disk_size_mb: disk_size_mb(state),
         metadata: r.metadata.clone(),
-        state: "running".into(),
+        state: if r.paused_at.is_some() {
+            "paused"
+        } else {
+            "running"
+        }
+        .into(),
         envd_version: ENVD_VERSION.into(),
     }
 }
@@ -128,9 +134,6 @@ pub(crate) async fn create(
              omit allow_internet_access or set it to false",
         );
     }
-    if req.auto_pause == Some(true) {
-        return refuse("autoPause");
-    }
     if req.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
         return refuse("volumeMounts");
     }
@@ -144,8 +147,20 @@ pub(crate) async fn create(
     {
         return refuse("network configuration");
     }
+    let template = req.template_id.unwrap_or_else(|| "base".into());
+    // E2B names snapshots where it names templates.
+    let snapshot = state
+        .engine
+        .is_snapshot(&who, &template)
+        .then(|| template.clone());
     let params = CreateParams {
-        template: req.template_id.unwrap_or_else(|| "base".into()),
+        template: if snapshot.is_some() {
+            "base".into()
+        } else {
+            template
+        },
+        snapshot,
+        pause_on_expiry: req.auto_pause == Some(true),
         ttl_ms: Some(
             req.timeout
                 .unwrap_or(DEFAULT_TIMEOUT_S)
@@ -179,6 +194,10 @@ pub(crate) async fn connect(
         Ok(r) => r,
         Err(resp) => return *resp,
     };
+    // Connecting to a paused sandbox resumes it.
+    if let Err(e) = state.engine.resume(&who, id).await {
+        return api_error(e);
+    }
     let access = match state.engine.access(&who, id) {
         Ok(a) => a,
         Err(e) => return api_error(e),
@@ -220,7 +239,7 @@ fn form_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query
         .unwrap_or("")
         .split('&')
@@ -234,7 +253,7 @@ pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
 
 /// The SDKs send the metadata filter form-encoded inside a query parameter,
 /// with each key and value percent-encoded once more.
-fn metadata_filter(value: &str) -> BTreeMap<String, String> {
+pub fn metadata_filter(value: &str) -> BTreeMap<String, String> {
     value
         .split('&')
         .filter(|p| !p.is_empty())
@@ -332,17 +351,17 @@ fn page_token(r: &SandboxRecord) -> String {
 }
 
 fn matching(state: &AppState, who: &Principal, q: &ListQuery) -> Vec<SandboxRecord> {
-    let wants_running = q
-        .states
-        .as_ref()
-        .is_none_or(|s| s.iter().any(|s| s == "running"));
-    if !wants_running {
-        return Vec::new();
-    }
+    let wants = |paused: bool| {
+        q.states.as_ref().is_none_or(|s| {
+            s.iter()
+                .any(|s| s == if paused { "paused" } else { "running" })
+        })
+    };
     state
         .engine
         .running_records(who)
         .into_iter()
+        .filter(|r| wants(r.paused_at.is_some()))
         .filter(|r| q.metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v)))
         .filter(|r| q.template.as_ref().is_none_or(|t| &r.template == t))
         .filter(|r| q.started_after.is_none_or(|at| r.created_at >= at))
@@ -524,6 +543,148 @@ pub(crate) async fn metrics(
         disk_total: disk_used + state.engine.disk_capacity_bytes().unwrap_or(0),
     }])
     .into_response()
+}
+
+pub(crate) async fn pause(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    if let Ok(access) = state.engine.access(&who, id)
+        && access.record.paused_at.is_some()
+    {
+        return error(
+            StatusCode::CONFLICT,
+            format!("sandbox {id} is already paused"),
+        );
+    }
+    match state.engine.pause(&who, id).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+pub(crate) async fn resume(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let req: Timeout = match body(&bytes) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    if let Err(e) = state.engine.resume(&who, id).await {
+        return api_error(e);
+    }
+    if let Some(t) = req.timeout
+        && let Err(e) = state.engine.set_timeout(&who, id, t.saturating_mul(1000))
+    {
+        return api_error(e);
+    }
+    match state.engine.access(&who, id) {
+        Ok(a) => (StatusCode::CREATED, Json(sandbox_answer(&a))).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+#[derive(Default, serde::Deserialize)]
+struct SnapshotRequest {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub(crate) async fn snapshot(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let req: SnapshotRequest = match body(&bytes) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    match state.engine.snapshot(&who, id, req.name).await {
+        Ok(s) => (
+            StatusCode::CREATED,
+            Json(json!({"snapshotID": s.snapshot_id, "names": s.name.into_iter().collect::<Vec<_>>()})),
+        )
+            .into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+pub(crate) async fn list_snapshots(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let q: BTreeMap<String, String> = query_pairs(raw.as_deref()).into_iter().collect();
+    match state.engine.list_snapshots(&who) {
+        Ok(all) => {
+            let items: Vec<serde_json::Value> = all
+                .into_iter()
+                .filter(|s| q.get("sandboxID").is_none_or(|id| &s.source == id))
+                .filter(|s| q.get("name").is_none_or(|n| s.name.as_ref() == Some(n)))
+                .map(|s| json!({"snapshotID": s.snapshot_id, "names": s.name.into_iter().collect::<Vec<_>>()}))
+                .collect();
+            Json(items).into_response()
+        }
+        Err(e) => api_error(e),
+    }
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ForkRequest {
+    #[serde(default)]
+    timeout: Option<u64>,
+    #[serde(default)]
+    count: Option<u32>,
+}
+
+pub(crate) async fn fork(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let req: ForkRequest = match body(&bytes) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let params = capsule_api::sandbox::ForkParams {
+        id,
+        count: req.count.unwrap_or(1),
+        ttl_ms: req.timeout.map(|t| t.saturating_mul(1000)),
+        metadata: BTreeMap::new(),
+    };
+    match state.engine.fork(&who, params).await {
+        Ok(made) => {
+            let items: Vec<serde_json::Value> = made
+                .iter()
+                .filter_map(|m| state.engine.access(&who, m.id).ok())
+                .map(|a| json!({"sandbox": sandbox_answer(&a)}))
+                .collect();
+            (StatusCode::CREATED, Json(items)).into_response()
+        }
+        Err(e) => api_error(e),
+    }
 }
 
 pub(crate) async fn unsupported(uri: axum::http::Uri) -> Response {

@@ -15,7 +15,9 @@ use capsule_api::e2b::ErrorBody;
 use crate::AppState;
 
 pub(crate) use control::query_pairs as control_query_pairs;
-pub(crate) use traffic::intercept;
+pub use control::{metadata_filter, query_pairs};
+pub use traffic::signed_query;
+pub(crate) use traffic::{answer_early, intercept};
 
 /// The control-plane routes.
 pub(crate) fn routes() -> Router<AppState> {
@@ -30,15 +32,15 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v2/sandboxes/{id}/connect", post(control::connect))
         .route("/sandboxes/{id}/timeout", post(control::set_timeout))
         .route("/sandboxes/{id}/metrics", get(control::metrics))
-        .route("/sandboxes/{id}/pause", post(control::unsupported))
-        .route("/sandboxes/{id}/resume", post(control::unsupported))
-        .route("/sandboxes/{id}/snapshots", post(control::unsupported))
-        .route("/sandboxes/{id}/fork", post(control::unsupported))
+        .route("/sandboxes/{id}/pause", post(control::pause))
+        .route("/sandboxes/{id}/resume", post(control::resume))
+        .route("/sandboxes/{id}/snapshots", post(control::snapshot))
+        .route("/sandboxes/{id}/fork", post(control::fork))
         .route(
             "/sandboxes/{id}/network",
             axum::routing::put(control::unsupported),
         )
-        .route("/snapshots", get(control::unsupported))
+        .route("/snapshots", get(control::list_snapshots))
         .route(
             "/templates",
             axum::routing::any(control::templates_unsupported),

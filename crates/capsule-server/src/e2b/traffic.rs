@@ -16,6 +16,7 @@ use capsule_api::SandboxId;
 use capsule_api::timefmt::now_millis;
 use capsule_engine::SandboxAccess;
 use capsule_protocol::client::Body as AgentBody;
+use capsule_protocol::client::percent_encode;
 use http_body_util::BodyExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -52,6 +53,23 @@ fn sandbox_gone(id: &str) -> Response {
     resp
 }
 
+/// Answers a request without forwarding it, after reading what is left of
+/// its body (bounded): an unread body makes the server close the
+/// connection, and clients that pool connections (E2B's SDKs share one pool
+/// between the control plane and sandbox traffic) would then fail their
+/// next request on it. A body too large to read gets `Connection: close`.
+pub(crate) async fn answer_early(req: Request, mut resp: Response) -> Response {
+    let limited = http_body_util::Limited::new(req.into_body(), 1 << 20);
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(2), limited.collect()).await;
+    if !matches!(drained, Ok(Ok(_))) {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            "close".parse().expect("static header"),
+        );
+    }
+    resp
+}
+
 fn is_rpc(path: &str) -> bool {
     path.starts_with("/process.") || path.starts_with("/filesystem.")
 }
@@ -84,10 +102,12 @@ pub(crate) async fn intercept(State(state): State<AppState>, req: Request, next:
 
 async fn sandbox_request(state: &AppState, id: &str, req: Request) -> Response {
     let Ok(sandbox_id) = id.parse::<SandboxId>() else {
-        return sandbox_gone(id);
+        return answer_early(req, sandbox_gone(id)).await;
     };
+    // A paused sandbox resumes for its traffic.
+    let _ = state.engine.wake(sandbox_id).await;
     let Ok(access) = state.engine.access_any(sandbox_id) else {
-        return sandbox_gone(id);
+        return answer_early(req, sandbox_gone(id)).await;
     };
     let port = header_str(req.headers(), "e2b-sandbox-port")
         .unwrap_or(ENVD_PORT)
@@ -106,25 +126,31 @@ async fn sandbox_request(state: &AppState, id: &str, req: Request) -> Response {
     let prefix = match port.as_str() {
         ENVD_PORT => {
             if !envd_ok {
-                return unauthenticated(
+                let refused = unauthenticated(
                     &path,
                     "the sandbox's access token (X-Access-Token) is missing or wrong",
                 );
+                return answer_early(req, refused).await;
             }
             ""
         }
         INTERPRETER_PORT => {
             if !traffic_ok && !envd_ok {
-                return unauthenticated(
+                let refused = unauthenticated(
                     &path,
                     "the sandbox's traffic access token is missing or wrong",
                 );
+                return answer_early(req, refused).await;
             }
             "/interpreter"
         }
         other => {
             let body = json!({"code": 502, "message": format!("The sandbox {id} is running but port {other} is not open"), "sandboxId": id});
-            return (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response();
+            return answer_early(
+                req,
+                (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response(),
+            )
+            .await;
         }
     };
     forward(&access, prefix, req).await
@@ -151,26 +177,76 @@ pub fn file_signature(
     )
 }
 
-async fn signed_request(state: &AppState, req: Request) -> Response {
-    let query = super::control_query_pairs(req.uri().query());
+/// The parts of a signed `/files` URL, checked for shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedQuery {
+    pub path: String,
+    pub user: String,
+    pub signature: String,
+    pub expiration: Option<String>,
+}
+
+impl SignedQuery {
+    /// The query the agent gets: exactly the signed path and user.
+    pub fn forwarded(&self) -> String {
+        let mut q = format!("path={}", percent_encode(&self.path));
+        if !self.user.is_empty() {
+            q.push_str("&username=");
+            q.push_str(&percent_encode(&self.user));
+        }
+        q
+    }
+}
+
+/// Reads a signed URL's query. A name given twice (also as `p%61th`) could
+/// be signed in one copy and acted on in the other, so that is refused
+/// rather than one picked.
+pub fn signed_query(query: Option<&str>) -> Result<SignedQuery, (StatusCode, String)> {
+    let query = super::control_query_pairs(query);
+    for name in ["path", "username", "signature", "signature_expiration"] {
+        if query.iter().filter(|(key, _)| key == name).count() > 1 {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                format!("a signed URL gives `{name}` more than once"),
+            ));
+        }
+    }
     let get = |k: &str| {
         query
             .iter()
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.clone())
     };
-    let (path, signature, user, expiration) = (
-        get("path"),
-        get("signature"),
-        get("username").unwrap_or_default(),
-        get("signature_expiration"),
-    );
-    let (Some(path), Some(signature)) = (path, signature) else {
-        return (
+    let (Some(path), Some(signature)) = (get("path"), get("signature")) else {
+        return Err((
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({"code": 400, "message": "a signed URL needs path and signature"})),
-        )
-            .into_response();
+            "a signed URL needs path and signature".to_owned(),
+        ));
+    };
+    Ok(SignedQuery {
+        path,
+        user: get("username").unwrap_or_default(),
+        signature,
+        expiration: get("signature_expiration"),
+    })
+}
+
+async fn signed_request(state: &AppState, req: Request) -> Response {
+    let SignedQuery {
+        path,
+        user,
+        signature,
+        expiration,
+    } = match signed_query(req.uri().query()) {
+        Ok(q) => q,
+        Err((status, message)) => {
+            let refused = (
+                status,
+                axum::Json(json!({"code": status.as_u16(), "message": message})),
+            )
+                .into_response();
+            return answer_early(req, refused).await;
+        }
     };
     let operation = if req.method() == axum::http::Method::GET {
         "read"
@@ -178,31 +254,58 @@ async fn signed_request(state: &AppState, req: Request) -> Response {
         "write"
     };
     if let Some(exp) = &expiration {
-        match exp.parse::<i64>() {
-            Ok(at) if at * 1000 >= now_millis() => {}
-            _ => {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    axum::Json(json!({"code": 401, "message": "the signed URL has expired"})),
-                )
-                    .into_response();
-            }
+        let expired = match exp.parse::<i64>() {
+            Ok(at) => at.saturating_mul(1000) < now_millis(),
+            Err(_) => true,
+        };
+        if expired {
+            let refused = (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"code": 401,
+                    "message": format!("the signed URL has expired or its signature_expiration {exp:?} is not a time")})),
+            )
+                .into_response();
+            return answer_early(req, refused).await;
         }
     }
     let found = state.engine.find_by_tokens(|tokens| {
         let expected = file_signature(&path, operation, &user, &tokens.envd, expiration.as_deref());
         same_secret(&expected, &signature)
     });
-    match found {
-        Some(access) => forward(&access, "", req).await,
-        None => (
+    let Some(access) = found else {
+        let refused = (
             StatusCode::UNAUTHORIZED,
             axum::Json(
                 json!({"code": 401, "message": "the URL's signature matches no running sandbox"}),
             ),
         )
-            .into_response(),
+            .into_response();
+        return answer_early(req, refused).await;
+    };
+    let _ = state.engine.wake(access.record.id).await;
+    // The agent acts on exactly what was signed: the query is rebuilt from
+    // the checked values, and no credential of the caller's own (a Basic
+    // username, a token) travels with it.
+    let (mut parts, body) = req.into_parts();
+    let canonical = SignedQuery {
+        path,
+        user,
+        signature,
+        expiration,
     }
+    .forwarded();
+    parts.uri = match format!("/files?{canonical}").parse() {
+        Ok(uri) => uri,
+        Err(e) => {
+            return super::error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot forward the signed request: {e}"),
+            );
+        }
+    };
+    parts.headers.remove(axum::http::header::AUTHORIZATION);
+    parts.headers.remove("x-access-token");
+    forward(&access, "", Request::from_parts(parts, body)).await
 }
 
 /// Sends the request on to the sandbox's agent and streams the answer back.

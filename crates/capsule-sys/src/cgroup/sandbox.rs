@@ -159,6 +159,32 @@ impl SandboxCgroup {
         }
     }
 
+    /// True once every process in the cgroup is frozen (freezing takes
+    /// effect asynchronously).
+    pub fn is_frozen(&self) -> Result<bool> {
+        match self.version {
+            Version::V2 => {
+                let dir = self
+                    .dirs()
+                    .next()
+                    .ok_or_else(|| SysError::Unsupported("no cgroup".into()))?;
+                let path = dir.join("cgroup.events");
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| SysError::path("read", &path, e))?;
+                Ok(text.lines().any(|l| l.trim() == "frozen 1"))
+            }
+            Version::V1 => {
+                let dir = self.dir_with("freezer").ok_or_else(|| {
+                    SysError::Unsupported("the freezer controller is not mounted".into())
+                })?;
+                let path = dir.join("freezer.state");
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| SysError::path("read", &path, e))?;
+                Ok(text.trim() == "FROZEN")
+            }
+        }
+    }
+
     /// Kills every process in the cgroup with SIGKILL.
     pub fn kill_all(&self) -> Result<()> {
         if self.version == Version::V2

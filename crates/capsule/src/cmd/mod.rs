@@ -8,6 +8,7 @@ mod mcp;
 mod sandbox;
 mod serve;
 mod shell;
+mod state;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,14 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> anyhow::Resu
         Command::Inspect(a) => sandbox::inspect(client, a, json).await,
         Command::Timeout(a) => sandbox::timeout(client, a, json).await,
         Command::Templates => sandbox::templates(client, json).await,
+        Command::Pause(a) => state::pause(client, a, false, json).await,
+        Command::Resume(a) => state::pause(client, a, true, json).await,
+        Command::Snapshot(a) => state::snapshot(client, a, json).await,
+        Command::Snapshots(c) => state::snapshots(client, c, json).await,
+        Command::Fork(a) => state::fork(client, a, json).await,
+        Command::Volume(c) => state::volume(client, c, json).await,
+        Command::Stats(a) => state::stats(client, a, json).await,
+        Command::Pools(c) => state::pools(client, c, json).await,
         Command::Keys(c) => admin::keys(client, c, json).await,
         Command::Tenants(c) => admin::tenants(client, c, json).await,
         Command::Audit(a) => admin::audit(client, a, json).await,

@@ -31,6 +31,42 @@ pub async fn create(client: &Client, a: CreateArgs, json: bool) -> anyhow::Resul
     if !a.meta.is_empty() {
         params["metadata"] = json!(parse_pairs(&a.meta, "--meta").map_err(|e| anyhow!(e))?);
     }
+    if let Some(s) = &a.snapshot {
+        params["snapshot"] = json!(s);
+    }
+    if !a.volumes.is_empty() {
+        let mut volumes = Vec::new();
+        for v in &a.volumes {
+            let parts: Vec<&str> = v.splitn(3, ':').collect();
+            let read_only = match parts.get(2) {
+                None => false,
+                Some(&"ro") => true,
+                Some(&"rw") => false,
+                Some(other) => return Err(anyhow!("--volume {v:?}: {other:?} is not ro or rw")),
+            };
+            match parts[..] {
+                [name, path, ..] if !name.is_empty() && !path.is_empty() => {
+                    volumes.push(json!({"name": name, "path": path, "read_only": read_only}))
+                }
+                _ => {
+                    return Err(anyhow!(
+                        "--volume {v:?}: expected NAME:/path or NAME:/path:ro"
+                    ));
+                }
+            }
+        }
+        params["volumes"] = json!(volumes);
+    }
+    if let Some(mb) = a.disk {
+        params["disk_mb"] = json!(mb);
+    }
+    if let Some(t) = &a.auto_pause {
+        params["auto_pause_ms"] =
+            json!(parse_duration_ms(t).map_err(|e| anyhow!("--auto-pause: {e}"))?);
+    }
+    if let Some(rt) = &a.runtime {
+        params["runtime"] = json!(rt);
+    }
     let created: CreateResult = client.call(methods::CREATE, params).await?;
     if json {
         print_json(&created);

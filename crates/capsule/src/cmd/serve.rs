@@ -10,7 +10,9 @@ use anyhow::{Context, anyhow, bail};
 use capsule_engine::store::Store;
 use capsule_engine::{Engine, EngineConfig};
 use capsule_runtime::Runtime;
+use capsule_runtime::multi::Runtimes;
 use capsule_runtime::native::{NativeOptions, NativeRuntime};
+use capsule_runtime::oci::{OciFlavor, OciOptions, OciRuntime};
 use capsule_server::{ServerConfig, app, is_loopback};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -73,6 +75,67 @@ async fn shutdown_signal() {
     }
 }
 
+/// The native backend plus the OCI runtimes `--runtimes` names. One that
+/// cannot run here is reported once and refused, with the reason, to the
+/// creates that ask for it; a name that is no runtime at all stops the
+/// server.
+fn extra_runtimes(
+    e: &EngineArgs,
+    state_dir: &std::path::Path,
+    native: Arc<NativeRuntime>,
+) -> anyhow::Result<Runtimes> {
+    let mut runtimes = Runtimes::new(native);
+    for (index, name) in e.runtimes.iter().map(|n| n.trim()).enumerate() {
+        if name.is_empty() || name == "native" {
+            continue;
+        }
+        let flavor: OciFlavor = name.parse().map_err(|err| {
+            anyhow!(
+                "--runtimes: {err} (or native); the value was {:?}",
+                e.runtimes.join(",")
+            )
+        })?;
+        let agent_bin = e.agent_bin.clone().or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.join("capsule-agent")))
+                .filter(|p| p.is_file())
+        });
+        let Some(agent_bin) = agent_bin else {
+            let why = "the OCI backend runs the stand-alone agent, and none was found: build it \
+                       with `scripts/build-agent` and pass its path with --agent-bin";
+            tracing::warn!("runtime {}: {why}", flavor.runtime_name());
+            runtimes.add_unavailable(flavor.runtime_name(), why);
+            continue;
+        };
+        let opts = OciOptions {
+            dir: state_dir.join(format!("oci-{}", flavor.name())),
+            flavor,
+            runtime_path: None,
+            agent_bin,
+            // A host id range of its own, apart from the native backend's.
+            uid_base: e.uid_base.saturating_add(65_536 * (index as u32 + 1)),
+            tmp_bytes: 1 << 30,
+        };
+        match OciRuntime::new(opts) {
+            Ok(rt) => {
+                tracing::info!(
+                    "runtime {} enabled ({})",
+                    flavor.runtime_name(),
+                    rt.version()
+                );
+                runtimes.add(rt);
+            }
+            Err(err) => {
+                let why = err.to_string();
+                tracing::warn!("runtime {} is not available: {why}", flavor.runtime_name());
+                runtimes.add_unavailable(flavor.runtime_name(), why);
+            }
+        }
+    }
+    Ok(runtimes)
+}
+
 /// An engine on the native backend with its state in `state_dir`, locked
 /// for as long as the returned file lives.
 pub(crate) async fn start_engine(
@@ -110,12 +173,14 @@ pub(crate) async fn start_engine(
         cgroups: !e.no_cgroups,
         tmp_bytes: 1 << 30,
         ready_launchers: e.ready_launchers,
+        storage: e.storage,
     })
     .context("the native backend cannot start")?;
+    let runtime = extra_runtimes(e, state_dir, runtime)?;
     for w in runtime.warnings() {
         tracing::warn!("{w}");
     }
-    let runtime: Arc<dyn Runtime> = runtime;
+    let runtime: Arc<dyn Runtime> = Arc::new(runtime);
     let config = EngineConfig {
         default_ttl_ms: e.default_ttl_ms,
         max_ttl_ms: e.max_ttl_ms,
@@ -125,6 +190,11 @@ pub(crate) async fn start_engine(
         output_limit_bytes: e.output_limit,
         api_keys,
         rate_limit_per_min,
+        default_disk_mb: Some(e.default_disk_mb).filter(|mb| *mb > 0),
+        pause_stops_ttl: e.paused_ttl == "stop",
+        max_paused_ms: e.max_paused_ms,
+        health_interval_ms: e.health_interval_ms,
+        pools: e.pool.clone(),
         ..EngineConfig::default()
     };
     let engine = Engine::start(config, store, runtime)
@@ -193,6 +263,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         ServerConfig {
             max_body_bytes: a.max_request_bytes,
             any_host: !is_loopback(&a.listen),
+            allowed_origins: a.allow_origin.clone(),
             shutdown: shutdown.clone(),
         },
     );
