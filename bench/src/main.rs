@@ -1,75 +1,182 @@
-//! `capsule-bench`: Capsule against bwrap and runc on the same machine in
-//! the same run. Writes the figures to `docs/performance.md`.
+//! `capsule-bench`: Capsule against bwrap, runc, crun and gVisor's runsc on
+//! the same machine in the same run. Writes the figures to
+//! `docs/performance.md`, `bench/results/latest.json` and plots in `docs/`.
 //!
 //! Run it with `bench/run` (builds the release binary first). Needs root
-//! for runc and for Capsule's root mode; tools that are missing are
-//! reported as not measured.
+//! for the OCI runtimes and for Capsule's root mode; tools that are missing
+//! are reported as not installed.
 
 mod alternatives;
 mod capsule;
 mod memory;
+mod report;
 mod stats;
 
-use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use alternatives::Alternative;
 use anyhow::Context;
 use clap::Parser;
-use stats::{Summary, summarize};
+use stats::{Summary, Throughput, summarize};
 
 #[derive(Parser)]
-#[command(about = "Benchmark Capsule side by side with bwrap and runc")]
+#[command(about = "Benchmark Capsule side by side with bwrap, runc, crun and runsc")]
 struct Args {
-    /// The capsule binary to measure (a release build).
+    /// The capsule binary to measure (a release build) [default:
+    /// $CARGO_TARGET_DIR/release/capsule, else target/release/capsule].
     #[arg(long)]
     capsule: Option<PathBuf>,
-    /// Runs per latency figure.
-    #[arg(long, default_value_t = 100)]
-    runs: usize,
-    /// Idle sandboxes for the memory figure.
-    #[arg(long, default_value_t = 100)]
-    idle: usize,
+    /// A smoke run: every figure, with few runs and small sizes. Flags
+    /// given explicitly still win.
+    #[arg(long)]
+    quick: bool,
+    /// Runs per latency figure [default: 100; quick: 10].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Idle sandboxes for the memory figure [default: 1000; quick: 20].
+    #[arg(long)]
+    idle: Option<usize>,
+    /// Seconds of the creation throughput figure [default: 30; quick: 3].
+    #[arg(long)]
+    throughput_secs: Option<u64>,
+    /// Concurrent clients of the creation throughput figure.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// MiB written to the sandbox before the snapshot figure [default:
+    /// 1024; quick: 64].
+    #[arg(long)]
+    snapshot_mb: Option<u64>,
     /// A Python with the pinned `e2b` SDK (bench/run sets one up): times
     /// `Sandbox.create()` + the first `commands.run` through E2B's own SDK.
     #[arg(long)]
     e2b_python: Option<PathBuf>,
-    /// Runs for the E2B SDK figure.
-    #[arg(long, default_value_t = 50)]
-    e2b_runs: usize,
+    /// Runs for the E2B SDK figure [default: 50; quick: 5].
+    #[arg(long)]
+    e2b_runs: Option<usize>,
     /// Where to write the report.
     #[arg(long, default_value = "docs/performance.md")]
     out: PathBuf,
+    /// Where to write the figures as JSON.
+    #[arg(long, default_value = "bench/results/latest.json")]
+    json: PathBuf,
+    /// Directory for the plots (PNG, drawn by bench/plot.py).
+    #[arg(long, default_value = "docs")]
+    plots: PathBuf,
+}
+
+/// How much to measure, with `--quick` and explicit flags applied.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub runs: usize,
+    pub idle: usize,
+    /// gVisor sandboxes hold tens of MiB each: fewer of them.
+    pub runsc_idle: usize,
+    pub clients: usize,
+    pub throughput_secs: u64,
+    pub snapshot_mb: u64,
+    pub snapshot_runs: usize,
+    pub e2b_runs: usize,
+    pub pool_size: usize,
+}
+
+impl Plan {
+    fn new(args: &Args) -> Self {
+        let pick = |given: Option<usize>, full: usize, quick: usize| {
+            given.unwrap_or(if args.quick { quick } else { full })
+        };
+        let idle = pick(args.idle, 1000, 20);
+        Plan {
+            runs: pick(args.runs, 100, 10),
+            idle,
+            runsc_idle: idle.min(100),
+            clients: args.clients,
+            throughput_secs: args
+                .throughput_secs
+                .unwrap_or(if args.quick { 3 } else { 30 }),
+            snapshot_mb: args
+                .snapshot_mb
+                .unwrap_or(if args.quick { 64 } else { 1024 }),
+            snapshot_runs: pick(None, 20, 3),
+            e2b_runs: pick(args.e2b_runs, 50, 5),
+            pool_size: 4,
+        }
+    }
+}
+
+/// One subject's figure: measured, or why not.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entry<T> {
+    pub subject: String,
+    /// How it was started or called.
+    pub how: String,
+    pub value: Option<T>,
+    /// Why there is no value ("not installed", "failed: ...").
+    pub absent: Option<String>,
+    pub note: Option<String>,
+}
+
+impl<T> Entry<T> {
+    fn new(subject: &str, how: impl Into<String>, value: anyhow::Result<T>) -> Self {
+        let (value, absent) = match value {
+            Ok(v) => (Some(v), None),
+            Err(e) => {
+                eprintln!("{subject}: {e:#}");
+                (None, Some(format!("failed: {e:#}")))
+            }
+        };
+        Entry {
+            subject: subject.to_owned(),
+            how: how.into(),
+            value,
+            absent,
+            note: None,
+        }
+    }
+
+    fn absent(subject: &str, why: &str) -> Self {
+        Entry {
+            subject: subject.to_owned(),
+            how: String::new(),
+            value: None,
+            absent: Some(why.to_owned()),
+            note: None,
+        }
+    }
+
+    fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
+    }
 }
 
 #[derive(Default, serde::Serialize)]
-struct Results {
-    capsule_create: Option<Summary>,
-    capsule_create_no_ready: Option<Summary>,
-    capsule_exec: Option<Summary>,
-    capsule_idle_bytes: Option<f64>,
-    capsule_agent_pss_bytes: Option<f64>,
-    bwrap_create: Option<Summary>,
-    bwrap_idle_bytes: Option<f64>,
-    runc_create: Option<Summary>,
-    runc_exec: Option<Summary>,
-    runc_idle_bytes: Option<f64>,
-    e2b_sdk_create_run: Option<Summary>,
+pub struct Results {
+    pub date: String,
+    pub machine: String,
+    pub plan: Option<Plan>,
+    /// Create a sandbox and run `echo hi` in it.
+    pub create: Vec<Entry<Summary>>,
+    /// Run `echo hi` in a live sandbox.
+    pub exec: Vec<Entry<Summary>>,
+    pub throughput: Vec<Entry<Throughput>>,
+    pub idle_memory: Vec<Entry<capsule::IdleMemory>>,
+    pub snapshot: Vec<Entry<capsule::SnapshotTimes>>,
+    pub e2b_sdk: Option<Entry<Summary>>,
+    pub targets: Vec<report::Target>,
 }
 
-/// E2B's published figure: median create-to-first-command of its cloud.
-const E2B_PUBLISHED_MS: f64 = 440.0;
-
-/// Runs bench/e2b/sdk_create_run.py with `python` against `server`.
+/// Runs bench/e2b/sdk_create_run.py with `python` against `api`.
 fn e2b_sdk_samples(
-    python: &std::path::Path,
-    server: &capsule::Server,
+    python: &Path,
+    api: &capsule::Api,
     runs: usize,
-) -> anyhow::Result<Vec<std::time::Duration>> {
+) -> anyhow::Result<Vec<Duration>> {
     let out = std::process::Command::new(python)
         .arg("bench/e2b/sdk_create_run.py")
         .arg(runs.to_string())
-        .env("E2B_API_URL", &server.url)
-        .env("E2B_SANDBOX_URL", &server.url)
+        .env("E2B_API_URL", &api.url)
+        .env("E2B_SANDBOX_URL", &api.url)
         .env("E2B_API_KEY", "e2b_bench")
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -86,262 +193,237 @@ fn e2b_sdk_samples(
         .context("no samples_ms in the E2B SDK benchmark's output")?
         .iter()
         .filter_map(serde_json::Value::as_f64)
-        .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0))
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
         .collect();
     Ok(samples)
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0 / 1024.0)
-        .unwrap_or(0.0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cgroup = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        "v2"
-    } else {
-        "v1"
-    };
-    format!(
-        "{cpu}, {cores} cores, {mem_gib:.0} GiB, Linux {}, cgroup {cgroup}",
-        kernel.trim()
-    )
-}
-
-fn ms(s: &Option<Summary>) -> (String, String) {
-    match s {
-        Some(s) => (format!("{:.2} ms", s.p50_ms), format!("{:.2} ms", s.p99_ms)),
-        None => ("not measured".into(), "".into()),
+/// Capsule's figures: a server without a warm pool (cold), one with.
+async fn measure_capsule(
+    binary: &Path,
+    plan: &Plan,
+    e2b_python: Option<&Path>,
+    r: &mut Results,
+) -> anyhow::Result<()> {
+    let throughput_time = Duration::from_secs(plan.throughput_secs);
+    {
+        eprintln!(
+            "capsule, no warm pool: create + first exec ({} runs)",
+            plan.runs
+        );
+        let server = capsule::Server::start(binary, &[])
+            .await
+            .context("starting Capsule")?;
+        let (samples, _) = capsule::create_and_exec(&server.api, plan.runs).await?;
+        r.create.push(Entry::new(
+            "Capsule, cold",
+            "`sandbox.v1.create` + `sandbox.v1.exec`, no warm pool",
+            Ok(summarize(&samples)),
+        ));
+        eprintln!("capsule: exec round trip ({} runs)", plan.runs * 2);
+        let samples = capsule::exec_round_trip(&server.api, plan.runs * 2).await?;
+        r.exec.push(Entry::new(
+            "Capsule",
+            "`sandbox.v1.exec`",
+            Ok(summarize(&samples)),
+        ));
+        eprintln!(
+            "capsule, no warm pool: {} clients creating for {}s",
+            plan.clients, plan.throughput_secs
+        );
+        let t = capsule::throughput(&server.api, plan.clients, throughput_time).await?;
+        r.throughput.push(Entry::new(
+            "Capsule, cold",
+            "`create` then `delete`, back to back",
+            Ok(t),
+        ));
+        eprintln!("capsule: memory of {} idle sandboxes", plan.idle);
+        let idle = capsule::idle_memory(&server, plan.idle).await?;
+        r.idle_memory.push(Entry::new(
+            "Capsule",
+            "`sandbox.v1.create`, then idle",
+            Ok(idle),
+        ));
+        for data_mb in [0, plan.snapshot_mb] {
+            eprintln!("capsule: snapshot of a sandbox with {data_mb} MiB written");
+            let times = capsule::snapshot_times(&server.api, data_mb, plan.snapshot_runs).await?;
+            r.snapshot.push(Entry::new(
+                "Capsule",
+                "`sandbox.v1.snapshot`, `sandbox.v1.create` with `snapshot`",
+                Ok(times),
+            ));
+        }
+        if let Some(python) = e2b_python {
+            eprintln!(
+                "capsule: E2B Python SDK create + first command ({} runs)",
+                plan.e2b_runs
+            );
+            let samples = e2b_sdk_samples(python, &server.api, plan.e2b_runs);
+            r.e2b_sdk = Some(Entry::new(
+                "Capsule through the E2B SDK",
+                "`Sandbox.create()` + `commands.run(\"echo hi\")`",
+                samples.map(|s| summarize(&s)),
+            ));
+        }
     }
-}
-
-fn ratio(other: &Option<Summary>, base: &Option<Summary>) -> String {
-    match (other, base) {
-        (Some(o), Some(b)) if b.p50_ms > 0.0 => format!("{:.1}x", o.p50_ms / b.p50_ms),
-        _ => "".into(),
-    }
-}
-
-fn mib(v: Option<f64>) -> String {
-    v.map(|b| format!("{:.2} MiB", b / (1024.0 * 1024.0)))
-        .unwrap_or_else(|| "not measured".into())
-}
-
-fn verdict(ok: Option<bool>) -> &'static str {
-    match ok {
-        Some(true) => "met",
-        Some(false) => "**missed**",
-        None => "not measured",
-    }
-}
-
-fn report(r: &Results, args: &Args) -> String {
-    let mut out = String::new();
-    let today = std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let _ = writeln!(out, "# Performance\n");
-    let _ = writeln!(
-        out,
-        "Measured by `bench/run` on {today}: {}, as root.",
-        machine()
-    );
-    let _ = writeln!(
-        out,
-        "Every figure comes from the same run on the same machine: medians (p50) and 99th percentiles over {} runs \
-         (memory: {} idle sandboxes). Capsule is measured through its public JSON-RPC API over HTTP, as an SDK uses it; \
-         the alternatives are started the way their users start them. Re-run with `bench/run` to check.\n",
-        args.runs, args.idle
-    );
-    let _ = writeln!(out, "## Create a sandbox and run `echo hi` in it\n");
-    let _ = writeln!(out, "| | p50 | p99 | p50 vs Capsule |\n|---|---|---|---|");
-    for (name, s) in [
-        ("Capsule (`create` + `exec`)", &r.capsule_create),
-        (
-            "Capsule with `--ready-launchers 0`",
-            &r.capsule_create_no_ready,
-        ),
-        ("bwrap (`bwrap ... echo hi`)", &r.bwrap_create),
-        ("runc (`runc run` of a bundle)", &r.runc_create),
-    ] {
-        let (p50, p99) = ms(s);
-        let _ = writeln!(
-            out,
-            "| {name} | {p50} | {p99} | {} |",
-            ratio(s, &r.capsule_create)
+    {
+        let pool = format!("{}={}", capsule::TEMPLATE, plan.pool_size);
+        eprintln!(
+            "capsule, warm pool {pool}: create + first exec ({} runs)",
+            plan.runs
+        );
+        let server = capsule::Server::start(binary, &["--pool", &pool]).await?;
+        let (samples, hits) = capsule::create_and_exec(&server.api, plan.runs).await?;
+        r.create.insert(
+            0,
+            Entry::new(
+                "Capsule, pooled",
+                format!("`sandbox.v1.create` + `sandbox.v1.exec`, `--pool {pool}`"),
+                Ok(summarize(&samples)),
+            )
+            .with_note(format!(
+                "{hits} of {} creates found a ready sandbox",
+                plan.runs
+            )),
+        );
+        eprintln!(
+            "capsule, warm pool: {} clients creating for {}s",
+            plan.clients, plan.throughput_secs
+        );
+        let t = capsule::throughput(&server.api, plan.clients, throughput_time).await?;
+        r.throughput.insert(
+            0,
+            Entry::new(
+                "Capsule, pooled",
+                format!("`create` then `delete`, back to back, `--pool {pool}`"),
+                Ok(t),
+            ),
         );
     }
-    let _ = writeln!(out, "\n## Run `echo hi` in a live sandbox\n");
-    let _ = writeln!(out, "| | p50 | p99 | p50 vs Capsule |\n|---|---|---|---|");
-    for (name, s) in [
-        ("Capsule (`exec`)", &r.capsule_exec),
-        ("runc (`runc exec`)", &r.runc_exec),
-    ] {
-        let (p50, p99) = ms(s);
-        let _ = writeln!(
-            out,
-            "| {name} | {p50} | {p99} | {} |",
-            ratio(s, &r.capsule_exec)
+    eprintln!("capsule, `--ready-launchers 0`: create + first exec");
+    let server = capsule::Server::start(binary, &["--ready-launchers", "0"]).await?;
+    let (samples, _) = capsule::create_and_exec(&server.api, plan.runs).await?;
+    r.create.push(Entry::new(
+        "Capsule, cold, `--ready-launchers 0`",
+        "`sandbox.v1.create` + `sandbox.v1.exec`, no launcher kept ready",
+        Ok(summarize(&samples)),
+    ));
+    Ok(())
+}
+
+fn measure_alternatives(plan: &Plan, r: &mut Results) {
+    for (name, alt) in Alternative::all() {
+        let Some(alt) = alt else {
+            eprintln!("{name} is not installed; skipped");
+            for list in [&mut r.create, &mut r.exec] {
+                list.push(Entry::absent(name, "not installed"));
+            }
+            r.throughput.push(Entry::absent(name, "not installed"));
+            r.idle_memory.push(Entry::absent(name, "not installed"));
+            continue;
+        };
+        eprintln!("{name}: create + exec ({} runs)", plan.runs);
+        let samples = stats::sample(plan.runs, || alt.create_and_exec());
+        r.create
+            .push(Entry::new(name, alt.how(), samples.map(|s| summarize(&s))));
+        match alt.how_exec() {
+            Some(how) => {
+                eprintln!("{name}: exec round trip ({} runs)", plan.runs * 2);
+                let samples = alt.exec_session().and_then(|session| {
+                    let session = session.context("no exec session")?;
+                    stats::sample(plan.runs * 2, || session.exec_echo())
+                });
+                r.exec
+                    .push(Entry::new(name, how, samples.map(|s| summarize(&s))));
+            }
+            None => r.exec.push(Entry::absent(
+                name,
+                "n/a: it cannot run a command in an existing sandbox",
+            )),
+        }
+        eprintln!(
+            "{name}: {} clients creating for {}s",
+            plan.clients, plan.throughput_secs
         );
+        let t = alternatives::throughput(
+            &alt,
+            plan.clients,
+            Duration::from_secs(plan.throughput_secs),
+        );
+        r.throughput
+            .push(Entry::new(name, format!("{}, back to back", alt.how()), t));
+        let count = if name == "runsc" {
+            plan.runsc_idle
+        } else {
+            plan.idle
+        };
+        eprintln!("{name}: memory of {count} idle sandboxes");
+        let idle = alternatives::idle_memory(&alt, count).map(|per| capsule::IdleMemory {
+            count,
+            host_bytes_per_sandbox: per,
+            pss_bytes_per_sandbox: None,
+        });
+        r.idle_memory
+            .push(Entry::new(name, "running `sleep`", idle));
     }
-    let _ = writeln!(
-        out,
-        "| bwrap | n/a: bwrap cannot run a command in an existing sandbox | | |"
-    );
-    let _ = writeln!(out, "\n## Host memory per idle sandbox\n");
-    let _ = writeln!(
-        out,
-        "Growth of the host's used memory (MemTotal - MemAvailable) with {} idle sandboxes, divided by their number; \
-         it includes kernel memory for namespaces, mounts and page tables.\n",
-        args.idle
-    );
-    let _ = writeln!(out, "| | per sandbox |\n|---|---|");
-    let _ = writeln!(
-        out,
-        "| Capsule | {} (the agent's own PSS: {}) |",
-        mib(r.capsule_idle_bytes),
-        mib(r.capsule_agent_pss_bytes)
-    );
-    let _ = writeln!(
-        out,
-        "| bwrap running `sleep` | {} |",
-        mib(r.bwrap_idle_bytes)
-    );
-    let _ = writeln!(out, "| runc running `sleep` | {} |", mib(r.runc_idle_bytes));
-    let _ = writeln!(
-        out,
-        "\n## E2B's Python SDK: `Sandbox.create()` + first `commands.run(\"echo hi\")`\n"
-    );
-    let _ = writeln!(
-        out,
-        "The unmodified `e2b` SDK (the version pinned in tests/e2b) pointed at a local Capsule server with \
-         `E2B_API_URL`/`E2B_SANDBOX_URL`, {} runs. E2B's figure is the median it publishes for its cloud \
-         (create to first command), not measured here.\n",
-        args.e2b_runs
-    );
-    let _ = writeln!(out, "| | p50 | p99 | p50 vs Capsule |\n|---|---|---|---|");
-    let (p50, p99) = ms(&r.e2b_sdk_create_run);
-    let _ = writeln!(
-        out,
-        "| Capsule through the E2B SDK | {p50} | {p99} | 1.00x |"
-    );
-    let _ = writeln!(
-        out,
-        "| E2B cloud (published median) | {E2B_PUBLISHED_MS:.0} ms | | {} |",
-        r.e2b_sdk_create_run
-            .as_ref()
-            .map(|s| format!("{:.1}x", E2B_PUBLISHED_MS / s.p50_ms))
-            .unwrap_or_else(|| "not measured".into())
-    );
-    let _ = writeln!(out, "\n## Targets\n");
-    let _ = writeln!(out, "| target | measured | |\n|---|---|---|");
-    let create = r.capsule_create.as_ref().map(|s| s.p50_ms);
-    let exec = r.capsule_exec.as_ref().map(|s| s.p50_ms);
-    let idle = r.capsule_idle_bytes.map(|b| b / (1024.0 * 1024.0));
-    let _ = writeln!(
-        out,
-        "| create + first exec p50 under 15 ms | {} | {} |",
-        create.map(|v| format!("{v:.2} ms")).unwrap_or_default(),
-        verdict(create.map(|v| v < 15.0))
-    );
-    let _ = writeln!(
-        out,
-        "| exec round trip p50 under 2 ms | {} | {} |",
-        exec.map(|v| format!("{v:.2} ms")).unwrap_or_default(),
-        verdict(exec.map(|v| v < 2.0))
-    );
-    let _ = writeln!(
-        out,
-        "| under 2 MiB of host memory per idle sandbox | {} | {} |",
-        idle.map(|v| format!("{v:.2} MiB")).unwrap_or_default(),
-        verdict(idle.map(|v| v < 2.0))
-    );
-    out
+}
+
+/// Draws the plots with bench/plot.py; a missing matplotlib is a warning.
+/// The system's Python comes first: distributions package matplotlib for
+/// it (python3-matplotlib), not for a Python of the user's own.
+fn plot(json: &Path, dir: &Path) -> Vec<PathBuf> {
+    let python = ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|p| !p.starts_with('/') || Path::new(p).exists())
+        .unwrap_or("python3");
+    let out = std::process::Command::new(python)
+        .arg("bench/plot.py")
+        .arg(json)
+        .arg(dir)
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(PathBuf::from)
+            .collect(),
+        Ok(out) => {
+            eprintln!("bench/plot.py failed ({}); no plots", out.status);
+            Vec::new()
+        }
+        Err(e) => {
+            eprintln!("cannot run python3 for the plots ({e}); no plots");
+            Vec::new()
+        }
+    }
+}
+
+fn write(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let plan = Plan::new(&args);
     let binary = args.capsule.clone().unwrap_or_else(capsule::default_binary);
-    let mut r = Results::default();
-
-    eprintln!("capsule: create + first exec ({} runs)", args.runs);
-    {
-        let server = capsule::Server::start(&binary, &[])
-            .await
-            .context("starting Capsule")?;
-        r.capsule_create = Some(summarize(
-            &capsule::create_and_exec(&server, args.runs).await?,
-        ));
-        eprintln!("capsule: exec round trip ({} runs)", args.runs * 2);
-        r.capsule_exec = Some(summarize(
-            &capsule::exec_round_trip(&server, args.runs * 2).await?,
-        ));
-        eprintln!("capsule: memory of {} idle sandboxes", args.idle);
-        let (idle, pss) = capsule::idle_memory(&server, args.idle).await?;
-        r.capsule_idle_bytes = Some(idle);
-        r.capsule_agent_pss_bytes = Some(pss);
-        if let Some(python) = &args.e2b_python {
-            eprintln!(
-                "capsule: E2B Python SDK create + first command ({} runs)",
-                args.e2b_runs
-            );
-            r.e2b_sdk_create_run =
-                Some(summarize(&e2b_sdk_samples(python, &server, args.e2b_runs)?));
-        }
-    }
-    eprintln!("capsule without ready launchers: create + first exec");
-    {
-        let server = capsule::Server::start(&binary, &["--ready-launchers", "0"]).await?;
-        r.capsule_create_no_ready = Some(summarize(
-            &capsule::create_and_exec(&server, args.runs).await?,
-        ));
-    }
-    if alternatives::available("bwrap") {
-        eprintln!("bwrap: create + exec, memory");
-        r.bwrap_create = Some(summarize(&alternatives::bwrap_create_and_exec(args.runs)?));
-        r.bwrap_idle_bytes = Some(alternatives::bwrap_idle_memory(args.idle)?);
-    } else {
-        eprintln!("bwrap is not installed (Debian: apt install bubblewrap); skipped");
-    }
-    if alternatives::available("runc") {
-        eprintln!("runc: run, exec, memory");
-        r.runc_create = Some(summarize(&alternatives::runc_create_and_exec(args.runs)?));
-        r.runc_exec = Some(summarize(&alternatives::runc_exec_round_trip(
-            args.runs * 2,
-        )?));
-        r.runc_idle_bytes = Some(alternatives::runc_idle_memory(args.idle)?);
-    } else {
-        eprintln!("runc is not installed (Debian: apt install runc); skipped");
-    }
-    let text = report(&r, &args);
-    std::fs::write(&args.out, &text).with_context(|| format!("writing {}", args.out.display()))?;
-    let json_path = PathBuf::from("bench/results");
-    std::fs::create_dir_all(&json_path)?;
-    std::fs::write(
-        json_path.join("latest.json"),
-        serde_json::to_vec_pretty(&r)?,
-    )?;
+    let mut r = Results {
+        date: report::today(),
+        machine: report::machine(),
+        plan: Some(plan.clone()),
+        ..Results::default()
+    };
+    measure_capsule(&binary, &plan, args.e2b_python.as_deref(), &mut r).await?;
+    measure_alternatives(&plan, &mut r);
+    r.targets = report::targets(&r);
+    write(&args.json, &serde_json::to_vec_pretty(&r)?)?;
+    std::fs::create_dir_all(&args.plots)?;
+    let plots = plot(&args.json, &args.plots);
+    let text = report::markdown(&r, &plan, &plots, &args.out);
+    write(&args.out, text.as_bytes())?;
     println!("{text}");
     Ok(())
 }

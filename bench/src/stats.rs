@@ -1,6 +1,6 @@
-//! Medians and percentiles of timings.
+//! Medians and percentiles of timings, and sustained rates.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Summary {
@@ -9,6 +9,44 @@ pub struct Summary {
     pub p99_ms: f64,
     pub mean_ms: f64,
     pub min_ms: f64,
+}
+
+/// Creates sustained by concurrent clients over a fixed time.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Throughput {
+    pub clients: usize,
+    pub seconds: f64,
+    pub creates: usize,
+    pub per_second: f64,
+    /// Latency of each client's create (and, for the alternatives, run).
+    pub latency: Summary,
+}
+
+impl Throughput {
+    pub fn new(clients: usize, elapsed: Duration, samples: &[Duration]) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        Self {
+            clients,
+            seconds,
+            creates: samples.len(),
+            per_second: samples.len() as f64 / seconds.max(f64::EPSILON),
+            latency: summarize(samples),
+        }
+    }
+}
+
+/// `runs` timed calls of `f`.
+pub fn sample(
+    runs: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        samples.push(t.elapsed());
+    }
+    Ok(samples)
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -49,5 +87,11 @@ mod tests {
         assert_eq!(sum.min_ms, 1.0);
         let one = summarize(&[Duration::from_millis(7)]);
         assert_eq!((one.p50_ms, one.p99_ms), (7.0, 7.0));
+    }
+
+    #[test]
+    fn rate_over_elapsed_time() {
+        let t = Throughput::new(8, Duration::from_secs(2), &[Duration::from_millis(5); 500]);
+        assert_eq!((t.creates, t.per_second), (500, 250.0));
     }
 }

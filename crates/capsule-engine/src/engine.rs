@@ -965,6 +965,31 @@ impl Engine {
         self.runtime.shutdown().await;
     }
 
+    /// Ends every sandbox (pooled ones and ones still being created
+    /// included) and whatever any of them left on the host, then shuts
+    /// down: for an embedded engine whose sandboxes must not outlive it.
+    pub async fn shutdown_destroying_all(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while *self.creating.lock().unwrap_or_else(|p| p.into_inner()) > 0
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ids: Vec<SandboxId> = {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            let ids = live.keys().copied().collect();
+            live.clear();
+            ids
+        };
+        for id in ids {
+            if let Err(e) = self.stop(id, "deleted at shutdown").await {
+                tracing::warn!(sandbox = %id, "deleting at shutdown failed: {}", e.message);
+            }
+        }
+        self.sweep_leftovers().await;
+        self.runtime.shutdown().await;
+    }
+
     /// Records of the sandboxes in the live set.
     pub(crate) fn live_records(&self) -> Vec<SandboxRecord> {
         self.live

@@ -3,7 +3,7 @@
 //! would try them. Each attack asserts that it failed and that the host is
 //! unchanged, and records a row (attack, expected, observed, result) in
 //! `target/adversarial/results.jsonl`; `render_security_results` turns the
-//! rows into `docs/security-results.md`.
+//! rows into the results table of `docs/security.md`.
 //!
 //! An attack that works fails its test. Tests that reproduce an open
 //! vulnerability say so in their name and doc comment.

@@ -83,3 +83,46 @@ def test_an_unreachable_server_fails_fast_with_a_message(server):
     assert p.returncode != 0
     assert b"127.0.0.1:9" in p.stderr, p.stderr
     assert time.monotonic() - started < 20
+
+
+def test_sigterm_ends_the_session_and_its_sandboxes():
+    """A client that stops the server with SIGTERM (as the SDKs do when it
+    does not exit on its own) still leaves nothing behind."""
+    import json
+    import signal
+    import subprocess
+
+    from conftest import capsule_bin
+
+    root = Path(tempfile.mkdtemp(prefix="capsule-mcp-term-"))
+    root.chmod(0o755)
+    proc = subprocess.Popen(
+        [capsule_bin(), "mcp", "--state-dir", str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        for msg in (
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                        "clientInfo": {"name": "t", "version": "1"}}},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+             "params": {"name": "exec", "arguments": {"command": "echo alive"}}},
+        ):
+            proc.stdin.write((json.dumps(msg) + "\n").encode())
+            proc.stdin.flush()
+        answers = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        assert answers[1]["result"]["structuredContent"]["stdout"] == "alive\n", answers[1]
+        assert any(p.name.startswith("mcp-") for p in root.iterdir())
+        proc.send_signal(signal.SIGTERM)  # stdin stays open
+        assert proc.wait(timeout=20) == 0
+        assert not any(p.name.startswith("mcp-") for p in root.iterdir()), list(root.iterdir())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)

@@ -414,14 +414,27 @@ impl Storage {
     /// Unmounts the image (when this storage mounted one) so nothing stays
     /// mounted while the server is stopped with no sandbox running.
     pub(crate) fn unmount(&self) {
-        if let Kind::Btrfs {
+        use rustix::mount::UnmountFlags;
+        let Kind::Btrfs {
             mnt,
             image: Some(_),
         } = &self.kind
-            && is_mount_point(mnt)
-            && let Err(e) = run("umount", &[&mnt.to_string_lossy()])
-        {
-            tracing::warn!("unmounting the sandbox store: {e}");
+        else {
+            return;
+        };
+        // A process of a sandbox that is still dying (or a launcher's copy
+        // of the mount namespace) may hold it: then it is detached, and
+        // goes away with its last user.
+        let result = match rustix::mount::unmount(mnt, UnmountFlags::NOFOLLOW) {
+            Err(rustix::io::Errno::BUSY) => {
+                rustix::mount::unmount(mnt, UnmountFlags::NOFOLLOW | UnmountFlags::DETACH)
+            }
+            // Not mounted (any more).
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => Ok(()),
+            other => other,
+        };
+        if let Err(e) = result {
+            tracing::warn!("unmounting the sandbox store {}: {e}", mnt.display());
         }
     }
 }

@@ -65,6 +65,25 @@ impl Backend for LocalBackend {
 /// while it runs unless the client asked for progress.
 const SESSION_IDLE: Duration = Duration::from_secs(65 * 60);
 
+/// Resolves at SIGTERM, SIGINT or SIGHUP. The handlers stay installed, so
+/// signals that follow while the session cleans up are absorbed.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        // Without handlers the default actions apply; wait forever.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
 /// The streamable HTTP service mounted at `/mcp`.
 pub(crate) fn http_service(
     state: AppState,
@@ -108,11 +127,24 @@ pub async fn serve_stdio(backend: Arc<dyn Backend>, caller: Caller) -> Result<()
     let handler = CapsuleMcp::new(backend, Some(caller));
     let session = handler.session();
     let result = match handler.serve(rmcp::transport::stdio()).await {
-        Ok(running) => running
-            .waiting()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("the MCP session failed: {e}")),
+        Ok(running) => {
+            // Clients end a stdio server by closing its input and, two
+            // seconds later, with SIGTERM: either way the session ends
+            // here and its sandboxes go with it (with the default action
+            // the process would die with its sandboxes still running).
+            let cancel = running.cancellation_token();
+            let mut waiting = std::pin::pin!(running.waiting());
+            tokio::select! {
+                done = &mut waiting => done
+                    .map(|_| ())
+                    .map_err(|e| format!("the MCP session failed: {e}")),
+                () = termination() => {
+                    cancel.cancel();
+                    let _ = waiting.await;
+                    Ok(())
+                }
+            }
+        }
         Err(e) => Err(format!(
             "the MCP client did not initialize the session: {e}"
         )),

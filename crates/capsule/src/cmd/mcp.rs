@@ -76,14 +76,7 @@ pub async fn run(
             ));
             let result = serve_stdio(backend, caller).await;
             // Nothing of an embedded session outlives it.
-            if let Ok(all) = engine.list(&Principal::operator(), None) {
-                for s in all {
-                    if let Err(e) = engine.delete(&Principal::operator(), s.id).await {
-                        tracing::warn!(sandbox = %s.id, "deleting at exit failed: {}", e.message);
-                    }
-                }
-            }
-            engine.shutdown().await;
+            engine.shutdown_destroying_all().await;
             drop(lock);
             if let Err(e) = dir.close() {
                 tracing::warn!("removing the session directory failed: {e}");

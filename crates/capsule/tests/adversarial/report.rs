@@ -4,10 +4,10 @@ use crate::common::attack::{
     file_signature, format_utc, render_results, results_file, results_page, sha256,
 };
 
-/// Renders `docs/security-results.md` from the rows the suite recorded.
+/// Renders the results table of `docs/security.md` from the rows the suite recorded.
 /// Ignored in normal runs: `scripts/test` runs it after the suite.
 #[test]
-#[ignore = "run after the adversarial suite: renders docs/security-results.md"]
+#[ignore = "run after the adversarial suite: renders the results table of docs/security.md"]
 fn render_security_results() {
     let rows = results_file();
     assert!(
