@@ -39,9 +39,11 @@ pub(crate) fn plan_network(param: Option<&NetworkParam>) -> Result<Option<Networ
                     .collect(),
             }))
         }
+        // A mode this server does not have (`host`, `bridge`) is a feature
+        // it lacks, not a malformed request.
         other => Err(ApiError::new(
-            ErrorKind::InvalidParams,
-            format!("`network` mode {other:?} is unknown: use \"none\" or \"egress\""),
+            ErrorKind::Unsupported,
+            format!("`network` mode {other:?} is not available: use \"none\" or \"egress\""),
         )),
     }
 }
@@ -89,6 +91,7 @@ mod tests {
         let empty = plan_network(Some(&NetworkParam::Mode("egress".into()))).unwrap();
         assert_eq!(empty.map(|n| n.allow.len()), Some(0));
         let err = plan_network(Some(&NetworkParam::Mode("bridge".into()))).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unsupported);
         assert!(err.message.contains("\"bridge\""), "{}", err.message);
         let err = plan_network(Some(&config("none", &["a.example"], &[]))).unwrap_err();
         assert!(err.message.contains("egress"), "{}", err.message);

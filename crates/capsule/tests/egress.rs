@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
-use common::{Server, is_root};
+use common::{Server, eventually, is_root};
 use serde_json::{Value, json};
 
 const UPSTREAM: &str = "198.51.100.1";
@@ -117,6 +117,38 @@ impl Drop for Upstream {
             .args(["netns", "del", &self.netns])
             .status();
     }
+}
+
+/// Whether the server process holds the socket with this inode.
+fn server_holds_socket(server: &Server, inode: &str) -> bool {
+    let state = server.state.to_string_lossy().into_owned();
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("serve") && cmd.contains(&state) && !cmd.contains("__sandbox")
+        })
+        .expect("the server process");
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == wanted))
+}
+
+/// The inode of the proxy's listening socket, as the sandbox sees it
+/// (127.0.0.1:3128 in state LISTEN in its own /proc/net/tcp).
+fn proxy_listener_inode(server: &Server, id: &str) -> String {
+    let r = server.sh(
+        id,
+        "awk '$2 == \"0100007F:0C38\" && $4 == \"0A\" {print $10}' /proc/net/tcp",
+    );
+    let inode = r["stdout"].as_str().unwrap_or_default().trim().to_owned();
+    assert!(!inode.is_empty(), "no proxy listener in the sandbox: {r}");
+    inode
 }
 
 fn create(server: &Server, network: Value) -> String {
@@ -252,6 +284,25 @@ fn egress_reaches_only_the_allow_list_and_keeps_secrets_outside() {
         !server.log_text().contains(SECRET),
         "the secret is in the log"
     );
+    // Deleting egress sandboxes closes their proxies' listeners (which
+    // would otherwise keep the sandboxes' network namespaces alive).
+    let listeners = [
+        proxy_listener_inode(&server, &id),
+        proxy_listener_inode(&server, &closed),
+    ];
+    for inode in &listeners {
+        assert!(server_holds_socket(&server, inode), "{inode}");
+    }
+    server.ok("sandbox.v1.delete", json!({"id": id}));
+    server.ok("sandbox.v1.delete", json!({"id": closed}));
+    for inode in &listeners {
+        assert!(
+            eventually(std::time::Duration::from_secs(5), || {
+                !server_holds_socket(&server, inode)
+            }),
+            "the proxy listener {inode} outlived its sandbox"
+        );
+    }
     drop(host_service);
     server.shutdown_and_check_clean();
     drop(upstream);
@@ -284,7 +335,6 @@ fn bad_network_settings_name_the_offending_entry() {
                    "secrets": [{"host": "a.example", "header": "X-K", "value": ""}]}),
             "network.secrets[0].value",
         ),
-        (json!("bridge"), "\"bridge\""),
         (json!({"mode": "none", "allow": ["a.example"]}), "egress"),
     ] {
         let e = server.err(
@@ -295,5 +345,17 @@ fn bad_network_settings_name_the_offending_entry() {
         let message = e["message"].as_str().unwrap_or_default();
         assert!(message.contains(needle), "{network}: {message}");
     }
+    let e = server.err(
+        "sandbox.v1.create",
+        json!({"template": "base", "network": "bridge"}),
+    );
+    assert_eq!(e["data"]["kind"], "unsupported", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"bridge\""),
+        "{e}"
+    );
     server.shutdown_and_check_clean();
 }
