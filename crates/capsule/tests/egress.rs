@@ -359,3 +359,33 @@ fn bad_network_settings_name_the_offending_entry() {
     );
     server.shutdown_and_check_clean();
 }
+
+#[test]
+fn a_rootless_server_refuses_egress_plainly() {
+    let user = common::test_user();
+    let exists = Command::new("id")
+        .arg(&user)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !is_root() || !exists {
+        eprintln!("skipped: needs root and the user {user}");
+        return;
+    }
+    let server = Server::start_as(&user, &[]);
+    let e = server.err(
+        "sandbox.v1.create",
+        json!({"template": "base", "network": {"mode": "egress", "allow": ["198.51.100.0/24"]}}),
+    );
+    assert_eq!(e["data"]["kind"], "unsupported", "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or_default().contains("root"),
+        "{e}"
+    );
+    // Nothing was started for the refused create.
+    assert!(
+        server.sandbox_dirs().is_empty(),
+        "{:?}",
+        server.sandbox_dirs()
+    );
+    server.shutdown_and_check_clean();
+}
