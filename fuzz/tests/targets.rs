@@ -75,3 +75,8 @@ fn every_target_has_a_test() {
         );
     }
 }
+
+#[test]
+fn egress_allow() {
+    run_target_test("egress_allow");
+}

@@ -44,6 +44,8 @@ pub(crate) struct Plan {
     pub volumes: Vec<capsule_runtime::VolumeSpec>,
     /// The backend it runs on.
     pub runtime: &'static str,
+    /// Egress, when asked for (its secrets are not in `extra`).
+    pub network: Option<capsule_runtime::NetworkSpec>,
 }
 
 impl Live {
@@ -485,16 +487,9 @@ impl Engine {
         self.check_shape(cpu, memory_mb)?;
         validate_env(&p.env, "env")?;
         validate_metadata(&p.metadata)?;
-        match p.network.as_ref().map(|n| n.mode()) {
-            None | Some("none") => {}
-            Some(other) => {
-                return Err(ApiError::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "network mode {other:?} is not available; sandboxes run with `network: \"none\"` (loopback only)"
-                    ),
-                ));
-            }
+        let network = crate::network::plan_network(p.network.as_ref())?;
+        if let Some(network) = &network {
+            self.runtime.check_network(network).map_err(from_runtime)?;
         }
         let runtime = self
             .runtime
@@ -533,10 +528,12 @@ impl Engine {
                 disk_mb,
                 auto_pause_ms: p.auto_pause_ms,
                 pause_on_expiry: p.pause_on_expiry,
+                network: network.as_ref().map(crate::network::redacted),
                 ..SandboxExtra::default()
             },
             volumes,
             runtime,
+            network,
         };
         if let Some(claimed) = self.claim_pooled(&plan).await {
             return Ok(claimed);
@@ -630,7 +627,7 @@ impl Engine {
             disk_mb: rec.extra.disk_mb,
             snapshot: rec.extra.snapshot.clone(),
             volumes: plan.volumes,
-            network: None,
+            network: plan.network,
             runtime: Some(plan.runtime.to_owned()),
         };
         let attached = match self.runtime.create(&spec).await {

@@ -9,6 +9,7 @@ mod engine;
 pub mod errors;
 mod exec;
 pub mod files;
+mod network;
 pub mod paths;
 mod pause;
 mod pools;

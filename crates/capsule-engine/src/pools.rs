@@ -49,6 +49,7 @@ impl Engine {
             && plan.extra.disk_mb == self.config.default_disk_mb
             && plan.volumes.is_empty()
             && plan.extra.snapshot.is_none()
+            && plan.network.is_none()
             && self.pool_target(&plan.template.name) > 0;
         if !fits
             || self
@@ -225,6 +226,7 @@ impl Engine {
                 .unwrap_or(self.runtime.name()),
             template: t,
             volumes: Vec::new(),
+            network: None,
         };
         Ok(self.launch(plan).await?.id)
     }

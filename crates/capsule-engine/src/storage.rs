@@ -282,6 +282,9 @@ impl Engine {
                     ..SandboxExtra::default()
                 },
                 volumes: volumes.clone(),
+                // A fork starts without network: the secrets of the
+                // source's proxy are not the engine's to copy.
+                network: None,
             };
             match self.launch(plan).await {
                 Ok(r) => made.push(r),

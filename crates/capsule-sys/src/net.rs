@@ -72,53 +72,6 @@ pub fn in_netns<T: Send + 'static>(
         .map_err(|_| SysError::Unsupported("a thread inside a network namespace panicked".into()))?
 }
 
-/// A TCP listener on `addr` that only takes connections arriving on the
-/// interface `device` (`SO_BINDTODEVICE`), in the caller's network
-/// namespace (see [`in_netns`]).
-pub fn tcp_listener_on_device(
-    addr: std::net::SocketAddr,
-    device: &str,
-) -> Result<std::net::TcpListener> {
-    use rustix::net::{AddressFamily, SocketType, sockopt};
-    let family = if addr.is_ipv4() {
-        AddressFamily::INET
-    } else {
-        AddressFamily::INET6
-    };
-    let fd = rustix::net::socket_with(
-        family,
-        SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| SysError::syscall("socket", e))?;
-    sockopt::set_socket_reuseaddr(&fd, true)
-        .map_err(|e| SysError::syscall("setsockopt(SO_REUSEADDR)", e))?;
-    let name = std::ffi::CString::new(device)
-        .map_err(|_| SysError::Unsupported(format!("interface name {device:?} has a NUL byte")))?;
-    let len = name.as_bytes_with_nul().len() as libc::socklen_t;
-    // SAFETY: `fd` is an open socket; `name` is a NUL-terminated buffer of
-    // `len` bytes that outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr().cast(),
-            len,
-        )
-    };
-    if rc != 0 {
-        return Err(SysError::syscall(
-            "setsockopt(SO_BINDTODEVICE)",
-            io::Error::last_os_error(),
-        ));
-    }
-    rustix::net::bind(&fd, &addr).map_err(|e| SysError::syscall("bind", e))?;
-    rustix::net::listen(&fd, 1024).map_err(|e| SysError::syscall("listen", e))?;
-    Ok(std::net::TcpListener::from(fd))
-}
-
 /// Every address of every interface of the caller's network namespace.
 pub fn host_addresses() -> Result<Vec<std::net::IpAddr>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();

@@ -3,6 +3,7 @@
 mod agent;
 mod connect;
 mod e2b;
+mod egress;
 mod paths;
 mod rpc;
 
@@ -24,6 +25,7 @@ pub fn all() -> Vec<Target> {
         agent::HEADERS,
         e2b::QUERY,
         e2b::SIGNED_URL,
+        egress::ALLOW,
     ]
 }
 

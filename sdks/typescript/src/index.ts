@@ -33,6 +33,7 @@ export type {
   FileEntry,
   HealthInfo,
   ListOptions,
+  NetworkConfig,
   PathOptions,
   RunOptions,
   SandboxInfo,

@@ -106,8 +106,20 @@ export interface CreateOptions {
   env?: Record<string, string>;
   /** Free-form labels, usable as a filter in `list`. */
   metadata?: Record<string, string>;
-  /** Only `"none"` is supported. */
-  network?: string;
+  /**
+   * `"none"` (default), `"egress"`, or `{ mode: "egress", allow, secrets }`
+   * (see docs/network.md).
+   */
+  network?: string | NetworkConfig;
+}
+
+/** Egress through Capsule's proxy: the allow-list and secret headers. */
+export interface NetworkConfig {
+  mode: 'none' | 'egress';
+  /** Host names, `*.suffix` wildcards and CIDRs; empty allows nothing. */
+  allow?: string[];
+  /** Headers the proxy adds to plain-HTTP requests for `host`. */
+  secrets?: { host: string; header: string; value: string }[];
 }
 
 export interface ListOptions {

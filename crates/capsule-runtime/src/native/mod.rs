@@ -5,6 +5,7 @@
 //! range) and as an unprivileged user (subordinate ids via newuidmap, or
 //! just the user's own id).
 
+mod egress;
 pub mod init;
 pub mod layer;
 mod slots;
@@ -36,7 +37,8 @@ use self::layer::{HostLayout, Ownership};
 use self::spec::{AgentSettings, InitAnswer, InitSpec, OwnedDir, RemoveSpec, VolumeBind};
 pub use self::storage::StorageMode;
 use crate::{
-    Attached, ExitReason, Result, Runtime, RuntimeError, SandboxSpec, TemplateSpec, Usage,
+    Attached, ExitReason, NetworkSpec, Result, Runtime, RuntimeError, SandboxSpec, TemplateSpec,
+    Usage,
 };
 
 /// The uid/gid of the unprivileged sandbox user.
@@ -85,6 +87,7 @@ pub struct NativeRuntime {
     storage: storage::Storage,
     warnings: Vec<String>,
     pool: Arc<slots::Pool>,
+    proxies: egress::Proxies,
 }
 
 fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
@@ -246,6 +249,7 @@ impl NativeRuntime {
             storage,
             warnings,
             pool,
+            proxies: egress::Proxies::default(),
         });
         runtime.sweep_cgroups();
         runtime
@@ -616,6 +620,18 @@ impl Runtime for NativeRuntime {
         result
     }
 
+    fn check_network(&self, _network: &NetworkSpec) -> Result<()> {
+        // The proxy's listener is made by joining the sandbox's network
+        // namespace, which takes CAP_SYS_ADMIN in the server's namespace.
+        if self.mapping.method != MapMethod::Direct {
+            return Err(RuntimeError::Unsupported {
+                operation: "egress networking on a server not started as root",
+                backend: "native",
+            });
+        }
+        Ok(())
+    }
+
     async fn attach(&self, id: SandboxId) -> Result<Option<Attached>> {
         let Some(init) = self.read_pid_file(id) else {
             return Ok(None);
@@ -628,10 +644,21 @@ impl Runtime for NativeRuntime {
         };
         let attached = self.attached(id, pidfd);
         let healthy = tokio::time::timeout(Duration::from_secs(3), attached.agent.health()).await;
-        Ok(matches!(healthy, Ok(Ok(()))).then_some(attached))
+        if !matches!(healthy, Ok(Ok(()))) {
+            return Ok(None);
+        }
+        // The proxy died with the previous server; without it the sandbox
+        // has no way out, which is safe, so a failure here only warns.
+        if let Some(network) = egress::Proxies::load(&self.sandbox_dir(id))
+            && let Err(e) = self.proxies.start(id, init.pid, &network)
+        {
+            tracing::warn!(sandbox = %id, "restoring the egress proxy: {}", chain(&e));
+        }
+        Ok(Some(attached))
     }
 
     async fn destroy(&self, id: SandboxId) -> Result<()> {
+        self.proxies.stop(id);
         let dir = self.sandbox_dir(id);
         if let Some(init) = self.read_pid_file(id)
             && let Ok(Some(pidfd)) = init.open()
@@ -770,6 +797,7 @@ impl Runtime for NativeRuntime {
     }
 
     async fn shutdown(&self) {
+        self.proxies.stop_all();
         self.pool.drain().await;
         // With no sandbox left, nothing of this server stays in the cgroup tree.
         let no_sandboxes =
@@ -886,6 +914,12 @@ impl NativeRuntime {
                 .map_err(|e| RuntimeError::sys(format!("setting the limits of {id}"), e))?;
         }
         let (user_uid, user_gid) = self.user_ids();
+        let mut env = spec.env.clone();
+        if let Some(network) = &spec.network {
+            self.check_network(network)?;
+            egress::Proxies::save(dir, network)?;
+            env.extend(egress::proxy_env().map(|(k, v)| (k.to_owned(), v)));
+        }
         // /tmp and /dev/shm together hold half the memory at most: tmpfs
         // pages count against the sandbox's memory and cannot be reclaimed,
         // so full ones must leave room for the agent (or the out-of-memory
@@ -953,7 +987,7 @@ impl NativeRuntime {
             landlock: true,
             seccomp: true,
             agent: AgentSettings {
-                env: spec.env.clone(),
+                env,
                 default_user: "user".to_owned(),
                 single_id: !self.mapping.maps_uid(SANDBOX_USER_ID),
             },
@@ -981,6 +1015,9 @@ impl NativeRuntime {
                 id,
                 reason: "the sandbox init exited right after start".into(),
             })?;
+        if let Some(network) = &spec.network {
+            self.proxies.start(id, pid, network)?;
+        }
         Ok(self.attached(id, pidfd))
     }
 }

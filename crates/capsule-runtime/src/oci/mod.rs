@@ -434,6 +434,12 @@ impl Runtime for OciRuntime {
                 backend: self.name(),
             });
         }
+        if spec.network.is_some() {
+            return Err(RuntimeError::Unsupported {
+                operation: "egress networking",
+                backend: self.name(),
+            });
+        }
         let dir = self.sandbox_dir(spec.id);
         fs::create_dir(&dir).map_err(io_ctx(format!("creating {}", dir.display())))?;
         let result = self.create_in(spec, &dir).await;

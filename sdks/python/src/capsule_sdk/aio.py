@@ -138,7 +138,7 @@ class AsyncCapsuleClient:
         memory_mb: Optional[int] = None,
         env: Optional[Mapping[str, str]] = None,
         metadata: Optional[Mapping[str, str]] = None,
-        network: Optional[str] = None,
+        network: Optional[Union[str, Mapping[str, Any]]] = None,
     ) -> "_Pending[AsyncCapsule]":
         """Creates a sandbox. Await it, or use ``async with`` to delete the
         sandbox when the block ends."""

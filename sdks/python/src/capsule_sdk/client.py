@@ -105,7 +105,7 @@ class CapsuleClient:
         memory_mb: Optional[int] = None,
         env: Optional[Mapping[str, str]] = None,
         metadata: Optional[Mapping[str, str]] = None,
-        network: Optional[str] = None,
+        network: Optional[Union[str, Mapping[str, Any]]] = None,
     ) -> "Capsule":
         """Creates a sandbox and returns it.
 
@@ -117,7 +117,9 @@ class CapsuleClient:
             memory_mb: Memory limit in MiB.
             env: Environment variables for every command.
             metadata: Free-form labels, usable as a filter in :meth:`list`.
-            network: Only ``"none"`` is supported.
+            network: ``"none"`` (default), ``"egress"``, or
+                ``{"mode": "egress", "allow": [...], "secrets": [...]}``
+                (see docs/network.md).
 
         Use the result as a context manager to delete it when done::
 
