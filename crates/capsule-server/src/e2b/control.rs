@@ -130,8 +130,9 @@ pub(crate) async fn create(
     if req.allow_internet_access == Some(true) {
         return error(
             StatusCode::BAD_REQUEST,
-            "internet access is not available: Capsule sandboxes have no network besides their own loopback; \
-             omit allow_internet_access or set it to false",
+            "allow_internet_access is not available through the E2B door: Capsule sandboxes have no network \
+             besides their own loopback unless created with an egress allow-list (`network` of \
+             sandbox.v1.create, see docs/network.md); omit allow_internet_access or set it to false",
         );
     }
     if req.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
