@@ -36,7 +36,9 @@ def bars(ax, names, values, colors, fmt, xerr_hi=None):
     ax.set_yticklabels(names)
     ax.invert_yaxis()
     for i, v in enumerate(values):
-        ax.annotate(fmt(v), (v, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+        # Right of the p99 tick, where there is one.
+        x = max(v, xerr_hi[i]) if xerr_hi is not None else v
+        ax.annotate(fmt(v), (x, i), xytext=(6, 0), textcoords="offset points", va="center", fontsize=8)
 
 
 def target_line(ax, x, label):
@@ -86,7 +88,8 @@ def throughput(entries, path):
 
 
 def memory(entries, path):
-    rows = measured(entries)
+    # At or below zero the sandboxes were lost in the host's noise.
+    rows = [e for e in measured(entries) if e["value"]["host_bytes_per_sandbox"] > 0]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))

@@ -4,6 +4,7 @@
 //! for pid, mount, network, IPC and UTS; the host's /usr read-only; a fresh
 //! /proc, /dev and /tmp).
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -193,7 +194,7 @@ pub fn idle_memory(alt: &Alternative, count: usize) -> anyhow::Result<f64> {
         alt.stop_idle(i);
     }
     started?;
-    Ok(after.saturating_sub(before) as f64 / count as f64)
+    Ok((after as f64 - before as f64) / count as f64)
 }
 
 fn installed(program: &str) -> bool {
@@ -343,15 +344,22 @@ impl Oci {
 
     fn start_detached(&self) -> anyhow::Result<String> {
         let name = unique_name();
-        let out = self
+        // The container inherits stdout and stderr: a pipe would stay open
+        // for as long as it runs, so errors go to a file.
+        let mut errors = tempfile::tempfile()?;
+        let status = self
             .command(&["run", "--detach", "--bundle", self.sleep.path(), &name])
             .stdout(Stdio::null())
-            .output()?;
-        if !out.status.success() {
+            .stderr(errors.try_clone()?)
+            .status()?;
+        if !status.success() {
+            let mut text = String::new();
+            errors.seek(SeekFrom::Start(0))?;
+            errors.read_to_string(&mut text)?;
             bail!(
-                "{} run --detach failed: {}",
+                "{} run --detach failed ({status}): {}",
                 self.flavor.program(),
-                String::from_utf8_lossy(&out.stderr).trim()
+                text.trim()
             );
         }
         Ok(name)
@@ -363,6 +371,15 @@ impl Oci {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+impl Drop for Oci {
+    fn drop(&mut self) {
+        // The runtime's state directory, empty once every container is gone.
+        if let Some(root) = self.global.get(1) {
+            let _ = std::fs::remove_dir(root);
+        }
     }
 }
 

@@ -22,7 +22,7 @@ pub const TEMPLATE: &str = "base";
 pub struct Server {
     child: Child,
     pub api: Api,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -32,6 +32,19 @@ impl Drop for Server {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+        // The server leaves its btrfs storage mounted; unmount it (deepest
+        // first) so the state directory can go.
+        let state = self.state.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&state))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount_point in ours {
+            let _ = Command::new("umount").args(["-l", mount_point]).status();
+        }
     }
 }
 
@@ -68,7 +81,7 @@ impl Server {
                 url: format!("http://127.0.0.1:{port}"),
                 http: Client::builder(TokioExecutor::new()).build_http(),
             },
-            _state: state,
+            state,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while server
@@ -289,7 +302,8 @@ pub async fn throughput(
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IdleMemory {
     pub count: usize,
-    /// Growth of MemTotal - MemAvailable, per sandbox.
+    /// Growth of MemTotal - MemAvailable, per sandbox; at or below zero
+    /// when the host's other work freed more than the sandboxes took.
     pub host_bytes_per_sandbox: f64,
     /// Growth of the PSS of the server and every process under it, per
     /// sandbox (None for tools without a server).
@@ -316,7 +330,7 @@ pub async fn idle_memory(server: &Server, count: usize) -> anyhow::Result<IdleMe
     }
     Ok(IdleMemory {
         count,
-        host_bytes_per_sandbox: after.saturating_sub(before) as f64 / count as f64,
+        host_bytes_per_sandbox: (after as f64 - before as f64) / count as f64,
         pss_bytes_per_sandbox: Some(pss_after.saturating_sub(pss_before) as f64 / count as f64),
     })
 }

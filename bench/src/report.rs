@@ -93,21 +93,23 @@ pub fn targets(r: &Results) -> Vec<Target> {
         .filter(|e| e.subject.starts_with("Capsule"))
         .filter_map(|e| e.value.as_ref().map(|t| (t.per_second, &e.subject)))
         .max_by(|a, b| a.0.total_cmp(&b.0));
-    let idle = find(&r.idle_memory, "Capsule").map(|m| {
-        let at_1000 = m.host_bytes_per_sandbox * 1000.0 / (MIB * 1024.0);
-        let scaled = if m.count == 1000 {
-            String::new()
-        } else {
-            format!(", scaled from {} sandboxes", m.count)
-        };
-        (
-            format!(
-                "{at_1000:.2} GiB ({:.2} MiB each{scaled})",
-                m.host_bytes_per_sandbox / MIB
-            ),
-            at_1000 < 2.0,
-        )
-    });
+    let idle = find(&r.idle_memory, "Capsule")
+        .filter(|m| m.host_bytes_per_sandbox > 0.0)
+        .map(|m| {
+            let at_1000 = m.host_bytes_per_sandbox * 1000.0 / (MIB * 1024.0);
+            let scaled = if m.count == 1000 {
+                String::new()
+            } else {
+                format!(", scaled from {} sandboxes", m.count)
+            };
+            (
+                format!(
+                    "{at_1000:.2} GiB ({:.2} MiB each{scaled})",
+                    m.host_bytes_per_sandbox / MIB
+                ),
+                at_1000 < 2.0,
+            )
+        });
     let snapshots: Vec<_> = r.snapshot.iter().filter_map(|e| e.value.as_ref()).collect();
     let worst = |f: fn(&crate::capsule::SnapshotTimes) -> f64| {
         snapshots
@@ -319,6 +321,10 @@ pub fn markdown(r: &Results, plan: &Plan, plots: &[PathBuf], out_path: &Path) ->
     );
     for e in &r.idle_memory {
         let row = match &e.value {
+            Some(m) if m.host_bytes_per_sandbox <= 0.0 => format!(
+                "{} | lost in noise: the host's used memory fell meanwhile | | | ",
+                m.count
+            ),
             Some(m) => format!(
                 "{} | {:.2} MiB | {:.2} GiB | {} | {}",
                 m.count,
