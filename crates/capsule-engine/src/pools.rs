@@ -228,6 +228,15 @@ impl Engine {
             volumes: Vec::new(),
             network: None,
         };
-        Ok(self.launch(plan).await?.id)
+        let id = self.launch(plan).await?.id;
+        // One command ahead of time, so that the claimer's first command
+        // does not pay for the sandbox's first process (the agent's and
+        // the dynamic loader's first-use costs).
+        let warm_up = serde_json::from_value(serde_json::json!({"id": id, "cmd": ["true"]}))
+            .map_err(|e| ApiError::internal(format!("warm-up command: {e}")))?;
+        if let Err(e) = self.exec(&Principal::operator(), warm_up).await {
+            tracing::debug!(sandbox = %id, "warming a pooled sandbox up failed: {}", e.message);
+        }
+        Ok(id)
     }
 }
