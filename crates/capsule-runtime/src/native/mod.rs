@@ -552,6 +552,59 @@ impl NativeRuntime {
     }
 }
 
+/// Ok when every program `template` requires is on this host, in a
+/// directory sandboxes see (the base layer's binds or the template's own),
+/// else the reason. Shared by every backend built on the base layer.
+pub(crate) fn check_template_on(
+    layout: &layer::HostLayout,
+    template: &TemplateSpec,
+) -> std::result::Result<(), String> {
+    let visible = |p: &Path| {
+        layout.binds.iter().any(|b| p.starts_with(b))
+            || template.extra_binds.iter().any(|b| p.starts_with(b))
+    };
+    for bind in &template.extra_binds {
+        if !bind.is_absolute() || !bind.is_dir() {
+            return Err(format!("{} does not exist on this host", bind.display()));
+        }
+    }
+    let mut dirs: Vec<PathBuf> = template
+        .env
+        .get("PATH")
+        .map(|p| p.split(':').map(PathBuf::from).collect())
+        .unwrap_or_default();
+    for d in PROGRAM_DIRS {
+        let d = PathBuf::from(d);
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    for program in &template.requires {
+        let found = dirs.iter().map(|d| d.join(program)).find(|p| p.is_file());
+        match found {
+            Some(path) => {
+                let resolved = fs::canonicalize(&path).unwrap_or(path.clone());
+                if !visible(&resolved) && !visible(&path) {
+                    return Err(format!(
+                        "{program} is at {} on this host, outside the directories sandboxes see",
+                        resolved.display()
+                    ));
+                }
+            }
+            None => {
+                return Err(format!(
+                    "{program} was not found on this host (looked in {})",
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Runtime for NativeRuntime {
     fn name(&self) -> &'static str {
@@ -563,50 +616,7 @@ impl Runtime for NativeRuntime {
     }
 
     fn check_template(&self, template: &TemplateSpec) -> std::result::Result<(), String> {
-        let visible = |p: &Path| {
-            self.layout.binds.iter().any(|b| p.starts_with(b))
-                || template.extra_binds.iter().any(|b| p.starts_with(b))
-        };
-        for bind in &template.extra_binds {
-            if !bind.is_dir() {
-                return Err(format!("{} does not exist on this host", bind.display()));
-            }
-        }
-        let mut dirs: Vec<PathBuf> = template
-            .env
-            .get("PATH")
-            .map(|p| p.split(':').map(PathBuf::from).collect())
-            .unwrap_or_default();
-        for d in PROGRAM_DIRS {
-            let d = PathBuf::from(d);
-            if !dirs.contains(&d) {
-                dirs.push(d);
-            }
-        }
-        for program in &template.requires {
-            let found = dirs.iter().map(|d| d.join(program)).find(|p| p.is_file());
-            match found {
-                Some(path) => {
-                    let resolved = fs::canonicalize(&path).unwrap_or(path.clone());
-                    if !visible(&resolved) && !visible(&path) {
-                        return Err(format!(
-                            "{program} is at {} on this host, outside the directories sandboxes see",
-                            resolved.display()
-                        ));
-                    }
-                }
-                None => {
-                    return Err(format!(
-                        "{program} was not found on this host (looked in {})",
-                        dirs.iter()
-                            .map(|d| d.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-            }
-        }
-        Ok(())
+        check_template_on(&self.layout, template)
     }
 
     async fn create(&self, spec: &SandboxSpec) -> Result<Attached> {

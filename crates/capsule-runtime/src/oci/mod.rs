@@ -38,7 +38,7 @@ use self::cgroups::CgroupLayout;
 use self::command::{Cli, CommandError};
 pub use self::flavor::{DetectedRuntime, OciFlavor, UnknownFlavor, detect};
 use crate::native::layer::{self, HostLayout, Ownership};
-use crate::native::{NativeRuntime, PROGRAM_DIRS, SANDBOX_USER_ID, instance_id};
+use crate::native::{NativeRuntime, SANDBOX_USER_ID, instance_id};
 use crate::{Attached, Result, Runtime, RuntimeError, SandboxSpec, TemplateSpec, Usage};
 
 /// `create` may take this long (runsc starts a Sentry and a gofer).
@@ -386,39 +386,7 @@ impl Runtime for OciRuntime {
     }
 
     fn check_template(&self, template: &TemplateSpec) -> std::result::Result<(), String> {
-        let visible = |p: &Path| {
-            self.layout.binds.iter().any(|b| p.starts_with(b))
-                || template.extra_binds.iter().any(|b| p.starts_with(b))
-        };
-        for bind in &template.extra_binds {
-            if !bind.is_absolute() || !bind.is_dir() {
-                return Err(format!("{} does not exist on this host", bind.display()));
-            }
-        }
-        let mut dirs: Vec<PathBuf> = template
-            .env
-            .get("PATH")
-            .map(|p| p.split(':').map(PathBuf::from).collect())
-            .unwrap_or_default();
-        for d in PROGRAM_DIRS {
-            let d = PathBuf::from(d);
-            if !dirs.contains(&d) {
-                dirs.push(d);
-            }
-        }
-        for program in &template.requires {
-            let Some(path) = dirs.iter().map(|d| d.join(program)).find(|p| p.is_file()) else {
-                return Err(format!("{program} was not found on this host"));
-            };
-            let resolved = fs::canonicalize(&path).unwrap_or(path.clone());
-            if !visible(&resolved) && !visible(&path) {
-                return Err(format!(
-                    "{program} is at {} on this host, outside the directories sandboxes see",
-                    resolved.display()
-                ));
-            }
-        }
-        Ok(())
+        crate::native::check_template_on(&self.layout, template)
     }
 
     async fn create(&self, spec: &SandboxSpec) -> Result<Attached> {
