@@ -65,17 +65,20 @@ impl Runtimes {
         if let Some(backend) = known.and_then(|n| self.by_name(n)) {
             return backend;
         }
-        // Not made by this process (a restart): whoever still holds it.
-        for backend in self.others.values() {
-            if backend.leftovers().contains(&id) {
-                self.owners
-                    .lock()
-                    .expect("owners lock")
-                    .insert(id, backend.name());
-                return backend;
-            }
+        // Not made by this process (a restart): whoever still holds it,
+        // remembered so that the search runs once per sandbox.
+        let backend = self
+            .others
+            .values()
+            .find(|b| b.leftovers().contains(&id))
+            .unwrap_or(&self.default);
+        if !self.others.is_empty() {
+            self.owners
+                .lock()
+                .expect("owners lock")
+                .insert(id, backend.name());
         }
-        &self.default
+        backend
     }
 
     fn all(&self) -> impl Iterator<Item = &Arc<dyn Runtime>> {
@@ -210,5 +213,126 @@ impl Runtime for Runtimes {
 
     async fn delete_volume(&self, key: &str) -> Result<()> {
         self.default.delete_volume(key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::VolumeSpec;
+
+    /// A backend that records the creates it gets and answers `usage`
+    /// with its own marker, so tests see where each call went.
+    struct Fake {
+        name: &'static str,
+        marker: u64,
+        held: Vec<SandboxId>,
+        created: Mutex<Vec<SandboxId>>,
+    }
+
+    fn fake(name: &'static str, marker: u64, held: Vec<SandboxId>) -> Arc<Fake> {
+        Arc::new(Fake {
+            name,
+            marker,
+            held,
+            created: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[async_trait]
+    impl Runtime for Fake {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn check_template(&self, _t: &TemplateSpec) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        async fn create(&self, spec: &SandboxSpec) -> Result<Attached> {
+            self.created.lock().unwrap().push(spec.id);
+            Err(RuntimeError::StartFailed {
+                id: spec.id,
+                reason: format!("made by {}", self.name),
+            })
+        }
+        async fn attach(&self, _id: SandboxId) -> Result<Option<Attached>> {
+            Ok(None)
+        }
+        async fn destroy(&self, _id: SandboxId) -> Result<()> {
+            Ok(())
+        }
+        fn leftovers(&self) -> Vec<SandboxId> {
+            self.held.clone()
+        }
+        async fn usage(&self, _id: SandboxId) -> Result<Usage> {
+            Ok(Usage {
+                pids: Some(self.marker),
+                ..Usage::default()
+            })
+        }
+    }
+
+    fn template() -> TemplateSpec {
+        TemplateSpec {
+            name: "base".into(),
+            description: String::new(),
+            env: Default::default(),
+            requires: Vec::new(),
+            extra_binds: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn select_names_the_backend_or_says_why_not() {
+        let mut rts = Runtimes::new(fake("native", 1, vec![]));
+        rts.add(fake("gvisor", 2, vec![]));
+        rts.add_unavailable("crun", "crun is not installed");
+        assert_eq!(rts.select(None), Ok("native"));
+        assert_eq!(rts.select(Some("native")), Ok("native"));
+        assert_eq!(rts.select(Some("runsc")), Ok("gvisor"));
+        let err = rts.select(Some("crun")).unwrap_err();
+        assert!(err.contains("not installed"), "{err}");
+        let err = rts.select(Some("bogus")).unwrap_err();
+        assert!(
+            err.contains("\"bogus\"") && err.contains("--runtimes"),
+            "{err}"
+        );
+        assert_eq!(rts.names(), vec!["native", "gvisor"]);
+    }
+
+    #[tokio::test]
+    async fn creates_go_to_the_backend_asked_for_and_calls_follow_the_sandbox() {
+        let survivor = SandboxId::random();
+        let native = fake("native", 1, vec![]);
+        let gvisor = fake("gvisor", 2, vec![survivor]);
+        let mut rts = Runtimes::new(native.clone());
+        rts.add(gvisor.clone());
+
+        let mut spec = SandboxSpec::new(SandboxId::random(), template());
+        spec.runtime = Some("gvisor".into());
+        let err = rts.create(&spec).await.err().expect("the fake refuses");
+        assert!(err.to_string().contains("made by gvisor"), "{err}");
+        assert_eq!(*gvisor.created.lock().unwrap(), vec![spec.id]);
+        assert!(native.created.lock().unwrap().is_empty());
+
+        // Snapshots and volumes are the default backend's only.
+        spec.volumes = vec![VolumeSpec {
+            key: "v".into(),
+            path: "/data".into(),
+            read_only: false,
+        }];
+        let err = rts.create(&spec).await.err().expect("refused");
+        assert!(err.to_string().contains("volumes"), "{err}");
+        assert_eq!(
+            gvisor.created.lock().unwrap().len(),
+            1,
+            "never reached gvisor"
+        );
+
+        // After a restart, a sandbox is found with whoever still holds it.
+        assert_eq!(rts.usage(survivor).await.unwrap().pids, Some(2));
+        assert_eq!(rts.usage(SandboxId::random()).await.unwrap().pids, Some(1));
+        assert_eq!(rts.leftovers(), vec![survivor]);
     }
 }
