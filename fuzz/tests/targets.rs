@@ -53,9 +53,9 @@ fn e2b_query() {
     run_target_test("e2b_query");
 }
 
-/// Fails today: the server verifies a signed URL against the first `path`
-/// and `username` parameters while the agent acts on the last ones (see the
-/// adversarial test `signed_file_urls_cannot_be_widened`).
+/// The server checks a signed URL and forwards only the signed path and
+/// user; the agent must read back exactly those (see the adversarial test
+/// `signed_file_urls_cannot_be_widened`, which found the original hole).
 #[test]
 fn e2b_signed_url() {
     run_target_test("e2b_signed_url");

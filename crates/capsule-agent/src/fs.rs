@@ -128,12 +128,30 @@ fn open_no_magic(path: &Path, flags: rustix::fs::OFlags, mode: u32) -> io::Resul
 }
 
 /// Refuses a file that, once opened, turns out to be the agent's own
-/// `/proc` entry (a symlink swapped in after the path check).
+/// `/proc` entry (a symlink swapped in after the path check), or the very
+/// file behind the agent's standard streams (its log on the host). The
+/// second check holds also where `openat2` is missing (old kernels,
+/// gVisor) and magic links cannot be refused while opening.
 fn check_opened(file: &fs::File, path: &Path) -> Result<(), ConnectError> {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
     let actual = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_default();
     if is_agent_proc(&actual) {
         return Err(agent_only(path));
+    }
+    let key = |st: rustix::fs::Stat| (st.st_dev, st.st_ino);
+    if let Ok(opened) = rustix::fs::fstat(file) {
+        let streams = [
+            rustix::fs::fstat(std::io::stdin().as_fd()),
+            rustix::fs::fstat(std::io::stdout().as_fd()),
+            rustix::fs::fstat(std::io::stderr().as_fd()),
+        ];
+        // Character devices (/dev/null, a terminal) are shared with
+        // sandbox processes on purpose.
+        let is_device = rustix::fs::FileType::from_raw_mode(opened.st_mode)
+            == rustix::fs::FileType::CharacterDevice;
+        if !is_device && streams.into_iter().flatten().any(|s| key(s) == key(opened)) {
+            return Err(agent_only(path));
+        }
     }
     Ok(())
 }

@@ -339,10 +339,6 @@ impl Engine {
     }
 
     /// A sandbox whose agent is gone for good: failed, with the reason.
-    pub(crate) async fn agent_failed(&self, id: SandboxId, reason: String) {
-        self.init_exited(id, reason).await
-    }
-
     /// The sandbox's init ended without being asked to: mark it failed and
     /// reclaim what it held.
     async fn init_exited(&self, id: SandboxId, reason: String) {
@@ -563,7 +559,16 @@ impl Engine {
         // Capacity, counted with the ones being created.
         {
             let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
-            let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).len();
+            // Unclaimed pooled sandboxes never block a create: only a pool's
+            // own refills count them, so the server may run at most the
+            // pools' sizes beyond the limit.
+            let live = self
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .filter(|l| plan.extra.pooled || !l.record().extra.pooled)
+                .count();
             if live + *creating >= self.config.max_sandboxes {
                 return Err(ApiError::new(
                     ErrorKind::QuotaExceeded,
@@ -1056,7 +1061,7 @@ async fn health_loop(engine: std::sync::Weak<Engine>) {
             let failures = live.health_failures.fetch_add(1, Ordering::Relaxed) + 1;
             if failures >= 3 {
                 let Some(e) = engine.upgrade() else { return };
-                e.agent_failed(
+                e.init_exited(
                     rec.id,
                     "the sandbox's agent stopped answering health checks".into(),
                 )

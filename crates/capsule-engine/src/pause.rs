@@ -73,9 +73,11 @@ impl Engine {
         }
         self.runtime.pause(rec.id).await.map_err(from_runtime)?;
         let now = now_millis();
-        self.store
-            .set_paused(rec.id, Some(now))
-            .map_err(from_store)?;
+        if let Err(e) = self.store.set_paused(rec.id, Some(now)) {
+            // Not recorded as paused: it must not stay frozen either.
+            let _ = self.runtime.resume(rec.id).await;
+            return Err(from_store(e));
+        }
         live.record
             .lock()
             .unwrap_or_else(|p| p.into_inner())

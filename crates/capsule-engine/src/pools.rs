@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use capsule_api::admin::Role;
 use capsule_api::sandbox::{CreateResult, PoolInfo};
 use capsule_api::timefmt::{format_rfc3339, now_millis};
-use capsule_api::{ApiError, ErrorKind, SandboxId};
+use capsule_api::{ApiError, SandboxId};
 
 use crate::engine::{Engine, Live, Plan};
 use crate::errors::{from_agent, from_store};
@@ -138,12 +137,7 @@ impl Engine {
         size: u32,
     ) -> Result<Vec<PoolInfo>, ApiError> {
         let result = (|| {
-            if who.role != Role::Admin {
-                return Err(ApiError::new(
-                    ErrorKind::PermissionDenied,
-                    "setting pools needs an admin key",
-                ));
-            }
+            who.require_admin("setting pools")?;
             self.template(template)?;
             if size > 256 {
                 return Err(ApiError::invalid_params(format!(
@@ -231,10 +225,18 @@ impl Engine {
         let id = self.launch(plan).await?.id;
         // One command ahead of time, so that the claimer's first command
         // does not pay for the sandbox's first process (the agent's and
-        // the dynamic loader's first-use costs).
-        let warm_up = serde_json::from_value(serde_json::json!({"id": id, "cmd": ["true"]}))
-            .map_err(|e| ApiError::internal(format!("warm-up command: {e}")))?;
-        if let Err(e) = self.exec(&Principal::operator(), warm_up).await {
+        // the dynamic loader's first-use costs). Not a caller's call: no
+        // audit entry.
+        let warm_up = crate::exec::Job {
+            argv: vec!["true".to_owned()],
+            env: Default::default(),
+            cwd: crate::paths::WORKSPACE.to_owned(),
+            stdin: None,
+            user: capsule_api::sandbox::RunAs::User,
+            timeout: std::time::Duration::from_secs(10),
+        };
+        let agent = self.running(id)?.agent.clone();
+        if let Err(e) = crate::exec::collect(&agent, warm_up, 4096).await {
             tracing::debug!(sandbox = %id, "warming a pooled sandbox up failed: {}", e.message);
         }
         Ok(id)

@@ -243,7 +243,11 @@ impl Engine {
         let source = live.record();
         let ttl = match p.ttl_ms {
             Some(t) => self.ttl(Some(t))?,
-            None => (source.expires_at - now_millis()).max(1000) as u64,
+            // What the source has left; a paused source's clock may have
+            // stopped at its pause.
+            None => {
+                (source.expires_at - source.paused_at.unwrap_or_else(now_millis)).max(1000) as u64
+            }
         };
         self.check_sandbox_quota(
             &source.tenant,

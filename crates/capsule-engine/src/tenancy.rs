@@ -580,6 +580,10 @@ impl Engine {
         extra: u64,
     ) -> Result<(), ApiError> {
         let q = self.quotas(tenant)?;
+        if q.max_sandboxes.is_none() && q.max_cpu.is_none() && q.max_memory_mb.is_none() {
+            // Nothing to count (the common case): keep creates cheap.
+            return Ok(());
+        }
         let u = self.usage_of(tenant)?;
         let over = |what: &str, limit: String, current: String| {
             Err(ApiError::new(

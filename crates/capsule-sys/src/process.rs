@@ -395,11 +395,14 @@ pub fn dup_to(fd: BorrowedFd<'_>, target: RawFd) -> Result<OwnedFd> {
 /// runtimes leave their sandbox and gofer processes (gVisor) behind as
 /// such orphans, running as unprivileged ids. Nobody else waits for them,
 /// and a runtime waiting for one to stop sees its zombie as still there.
-/// The processes this one starts itself (and waits for) all run as its own
-/// user, so only strangers' zombies are taken.
+/// Left alone: children running as this process's own user (the commands
+/// it runs and waits for) and children forked from its own executable (a
+/// native sandbox's init runs as a mapped id but is this program, and its
+/// backend reaps it for its exit status).
 pub fn reap_foreign_zombies() -> usize {
     let me = std::process::id();
     let euid = rustix::process::geteuid().as_raw();
+    let own_comm = fs::read_to_string("/proc/self/comm").unwrap_or_default();
     let mut reaped = 0;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0;
@@ -431,6 +434,10 @@ pub fn reap_foreign_zombies() -> usize {
                 .and_then(|u| u.parse::<u32>().ok())
         });
         if !zombie || parent != Some(me) || uid.is_none_or(|u| u == euid) {
+            continue;
+        }
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.is_empty() || comm == own_comm {
             continue;
         }
         let mut code = 0;

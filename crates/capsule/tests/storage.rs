@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, b64, eventually, unb64};
+use common::{Server, b64, eventually, is_root, unb64};
 use serde_json::{Value, json};
 
 fn read(server: &Server, id: &str, path: &str) -> Vec<u8> {
@@ -210,7 +210,13 @@ fn btrfs_storage(server: &Server) -> bool {
 
 #[test]
 fn disk_limits_stop_the_writer_not_the_sandbox() {
-    let server = Server::start();
+    // As root, btrfs storage is demanded: a broken set-up fails here loudly
+    // instead of skipping the limits.
+    let server = if is_root() {
+        Server::start_with(&["--storage", "btrfs"])
+    } else {
+        Server::start()
+    };
     if !btrfs_storage(&server) {
         eprintln!("skipped: this server stores sandboxes in plain directories (no disk limits)");
         return;
@@ -366,11 +372,17 @@ fn warm_pools_hand_out_ready_sandboxes() {
         server.ok("sandbox.v1.list", json!({}))["sandboxes"],
         json!([])
     );
+    let pooled = server.sandbox_dirs();
+    assert_eq!(pooled.len(), 2, "{pooled:?}");
     let made = server.ok(
         "sandbox.v1.create",
         json!({"template": "base", "env": {"GREETING": "hi"}, "metadata": {"who": "me"}, "ttl_ms": 60000}),
     );
     let id = made["id"].as_str().unwrap().to_owned();
+    assert!(
+        pooled.contains(&id),
+        "{id} was not one of the pooled {pooled:?}"
+    );
     assert_eq!(server.sh(&id, "echo $GREETING")["stdout"], "hi\n");
     let info = server.ok("sandbox.v1.get", json!({"id": id}));
     assert_eq!(info["metadata"]["who"], "me");

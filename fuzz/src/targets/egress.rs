@@ -3,6 +3,7 @@
 //! entry, accepted names match themselves, and no address the proxy
 //! would dial lies in an always-denied range because of an allow entry.
 
+use capsule_net::addr::DenyList;
 use capsule_net::policy::{Host, Policy, PolicyError};
 
 use super::{ensure, sig, text};
@@ -80,14 +81,20 @@ fn run(input: &[u8]) -> Result<u64, String> {
         .iter()
         .map(|e| match Host::parse(e) {
             Ok(Host::Ip(ip)) => {
-                // Judged on the canonical form: a mapped loopback address
-                // is loopback.
-                let _ = capsule_net::addr::special_range(ip);
-                3
+                // Whatever a list allows, an address in an always-denied
+                // range (judged on the canonical form: a mapped loopback
+                // address is loopback) is refused by the proxy's check.
+                if capsule_net::addr::special_range(ip.to_canonical()).is_some() {
+                    ensure(DenyList::new(Vec::new()).check(ip).is_err(), || {
+                        format!("{ip} is in an always-denied range but passes the check")
+                    })?;
+                    return Ok(6);
+                }
+                Ok(3)
             }
-            Ok(Host::Name(_)) => 4,
-            Err(_) => 5,
+            Ok(Host::Name(_)) => Ok(4),
+            Err(_) => Ok(5),
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     Ok(sig((outcome, hosts)))
 }

@@ -122,7 +122,12 @@ def test_sigterm_ends_the_session_and_its_sandboxes():
         assert not any(p.name.startswith("mcp-") for p in root.iterdir()), list(root.iterdir())
     finally:
         if proc.poll() is None:
-            proc.kill()
+            # Let it clean up its sandboxes before forcing it.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)

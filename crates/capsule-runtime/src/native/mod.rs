@@ -752,18 +752,35 @@ impl Runtime for NativeRuntime {
         let taken = tokio::task::spawn_blocking(move || storage.snapshot(&sid, &sdir, &snap))
             .await
             .map_err(|e| RuntimeError::io("snapshotting", io::Error::other(e)));
-        if !was_frozen && self.cgroups.is_some() {
-            self.freeze(id, false).await?;
+        let thawed = if !was_frozen && self.cgroups.is_some() {
+            self.freeze(id, false).await
+        } else {
+            Ok(())
+        };
+        let files = taken??;
+        // From here on a failure must not leave the snapshot behind.
+        let finish = async {
+            thawed?;
+            // The snapshot pins the base layer its files sit on.
+            let layers = self.opts.dir.join("snapshot-layers");
+            fs::create_dir_all(&layers).map_err(io_ctx("recording the snapshot's layer"))?;
+            let layer = fs::read_to_string(dir.join("layer"))
+                .unwrap_or_else(|_| self.layer.display().to_string());
+            fs::write(layers.join(snapshot), layer)
+                .map_err(io_ctx("recording the snapshot's layer"))?;
+            // Measured once the sandbox runs again: the walk grows with the
+            // number of files, the snapshot itself does not.
+            tokio::task::spawn_blocking(move || Self::disk_usage(&files))
+                .await
+                .map_err(|e| RuntimeError::io("measuring a snapshot", io::Error::other(e)))
+        };
+        match finish.await {
+            Ok(size) => Ok(size),
+            Err(e) => {
+                let _ = self.delete_snapshot(snapshot).await;
+                Err(e)
+            }
         }
-        let size = taken??;
-        // The snapshot pins the base layer its files sit on.
-        let layers = self.opts.dir.join("snapshot-layers");
-        fs::create_dir_all(&layers).map_err(io_ctx("recording the snapshot's layer"))?;
-        let layer = fs::read_to_string(dir.join("layer"))
-            .unwrap_or_else(|_| self.layer.display().to_string());
-        fs::write(layers.join(snapshot), layer)
-            .map_err(io_ctx("recording the snapshot's layer"))?;
-        Ok(size)
     }
 
     async fn delete_snapshot(&self, snapshot: &str) -> Result<()> {

@@ -138,6 +138,13 @@ impl Storage {
     }
 
     fn open_btrfs(dir: &Path, root: bool) -> Result<Self> {
+        // Subvolume limits (qgroups) and removal need CAP_SYS_ADMIN, also on
+        // a state directory that is on btrfs already.
+        if !root {
+            return Err(RuntimeError::Unavailable(
+                "btrfs storage (subvolumes with disk limits) needs a root server".into(),
+            ));
+        }
         let mnt = dir.join("store");
         // The state directory is on btrfs already: use it directly.
         if btrfs::is_btrfs(dir) {
@@ -148,11 +155,6 @@ impl Storage {
             };
             s.prepare_tree()?;
             return Ok(s);
-        }
-        if !root {
-            return Err(RuntimeError::Unavailable(
-                "loop-mounting a btrfs image needs root".into(),
-            ));
         }
         let image = dir.join("storage.img");
         fs::create_dir_all(&mnt).map_err(io_err("creating the store mount point"))?;
@@ -206,8 +208,10 @@ impl Storage {
         }
         fs::set_permissions(mnt, fs::Permissions::from_mode(0o711))
             .map_err(io_err(format!("chmod {}", mnt.display())))?;
-        // Quota groups give each writable layer and volume its limit.
-        let _ = run("btrfs", &["quota", "enable", &mnt.to_string_lossy()]);
+        // Quota groups give each writable layer and volume its limit;
+        // without them the limits would fail at every create.
+        run("btrfs", &["quota", "enable", &mnt.to_string_lossy()])
+            .map_err(|e| RuntimeError::Unavailable(format!("enabling btrfs quotas: {e}")))?;
         Ok(())
     }
 
@@ -323,15 +327,15 @@ impl Storage {
 
     /// Captures the writable layer of `id` (the sandbox is frozen by the
     /// caller) as the snapshot `snap`; returns the bytes it holds.
-    pub(crate) fn snapshot(&self, id: &str, sandbox_dir: &Path, snap: &str) -> Result<u64> {
+    /// Captures the sandbox's writable layer as `snap`; returns where the
+    /// snapshot's files are (the caller measures them, after thawing).
+    pub(crate) fn snapshot(&self, id: &str, sandbox_dir: &Path, snap: &str) -> Result<PathBuf> {
         match &self.kind {
             Kind::Btrfs { mnt, .. } => {
                 let src = mnt.join("sandboxes").join(id);
                 btrfs::snapshot(&src, &mnt.join("snapshots"), snap, true)
                     .map_err(sys_err(format!("snapshotting {id}")))?;
-                Ok(super::NativeRuntime::disk_usage(
-                    &mnt.join("snapshots").join(snap).join("upper"),
-                ))
+                Ok(mnt.join("snapshots").join(snap).join("upper"))
             }
             Kind::Plain => {
                 let dst = self.plain_dir("snapshots", snap);
@@ -349,7 +353,7 @@ impl Storage {
                     let _ = fs::remove_dir_all(&dst);
                     return Err(e);
                 }
-                Ok(super::NativeRuntime::disk_usage(&dst.join("upper")))
+                Ok(dst.join("upper"))
             }
         }
     }

@@ -133,7 +133,6 @@ impl OciRuntime {
     /// and the base layer.
     pub fn new(opts: OciOptions) -> Result<Arc<Self>> {
         let flavor = opts.flavor;
-        start_orphan_reaper();
         if !rustix::process::geteuid().is_root() {
             return Err(RuntimeError::Unavailable(format!(
                 "the OCI backend ({flavor}) needs root: it mounts each sandbox's root overlay on \
@@ -317,6 +316,7 @@ impl OciRuntime {
             ),
             OciFlavor::Crun | OciFlavor::Runc => {}
         }
+        start_orphan_reaper();
         Ok(Arc::new(Self {
             cli: Cli {
                 flavor,

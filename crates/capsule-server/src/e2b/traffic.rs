@@ -104,8 +104,6 @@ async fn sandbox_request(state: &AppState, id: &str, req: Request) -> Response {
     let Ok(sandbox_id) = id.parse::<SandboxId>() else {
         return answer_early(req, sandbox_gone(id)).await;
     };
-    // A paused sandbox resumes for its traffic.
-    let _ = state.engine.wake(sandbox_id).await;
     let Ok(access) = state.engine.access_any(sandbox_id) else {
         return answer_early(req, sandbox_gone(id)).await;
     };
@@ -153,6 +151,9 @@ async fn sandbox_request(state: &AppState, id: &str, req: Request) -> Response {
             .await;
         }
     };
+    // A paused sandbox resumes for its traffic, once the caller proved it
+    // holds the sandbox's token (a stranger must not keep it alive).
+    let _ = state.engine.wake(sandbox_id).await;
     forward(&access, prefix, req).await
 }
 
