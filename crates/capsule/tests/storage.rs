@@ -485,3 +485,113 @@ fn the_cli_drives_snapshots_forks_volumes_and_pause() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("lots"));
     server.shutdown_and_check_clean();
 }
+
+/// Every parameter this API added refuses a bad value with the kind and
+/// the value named, before anything is made.
+#[test]
+fn bad_values_are_refused_with_the_value_named() {
+    let server = Server::start();
+    let id = server.create("base");
+    let cases: Vec<(&str, serde_json::Value, &str, &str)> = vec![
+        (
+            "sandbox.v1.create",
+            json!({"template": "base", "disk_mb": 8}),
+            "invalid_params",
+            "8",
+        ),
+        (
+            "sandbox.v1.create",
+            json!({"template": "base", "disk_mb": 99_999_999}),
+            "invalid_params",
+            "99999999",
+        ),
+        (
+            "sandbox.v1.create",
+            json!({"template": "base", "auto_pause_ms": 10}),
+            "invalid_params",
+            "10",
+        ),
+        (
+            "sandbox.v1.create",
+            json!({"template": "base", "snapshot": "no-such-snap"}),
+            "invalid_params",
+            "no-such-snap",
+        ),
+        (
+            "sandbox.v1.create",
+            json!({"template": "base", "volumes": [{"name": "no-such-vol", "path": "/data"}]}),
+            "invalid_params",
+            "no-such-vol",
+        ),
+        (
+            "sandbox.v1.create",
+            json!({"template": "base", "runtime": "bogus-rt"}),
+            "unsupported",
+            "bogus-rt",
+        ),
+        (
+            "sandbox.v1.createVolume",
+            json!({"name": "v0", "size_mb": 0}),
+            "invalid_params",
+            "0",
+        ),
+        (
+            "sandbox.v1.createVolume",
+            json!({"name": "v1", "size_mb": 99_999_999}),
+            "invalid_params",
+            "99999999",
+        ),
+        (
+            "sandbox.v1.fork",
+            json!({"id": id, "count": 65}),
+            "invalid_params",
+            "65",
+        ),
+        (
+            "sandbox.v1.fork",
+            json!({"id": "zzzzzzzz", "count": 1}),
+            "sandbox_not_found",
+            "zzzzzzzz",
+        ),
+        (
+            "sandbox.v1.pause",
+            json!({"id": "zzzzzzzz"}),
+            "sandbox_not_found",
+            "zzzzzzzz",
+        ),
+        (
+            "sandbox.v1.resume",
+            json!({"id": "zzzzzzzz"}),
+            "sandbox_not_found",
+            "zzzzzzzz",
+        ),
+        (
+            "sandbox.v1.stats",
+            json!({"id": "zzzzzzzz"}),
+            "sandbox_not_found",
+            "zzzzzzzz",
+        ),
+        (
+            "sandbox.v1.deleteSnapshot",
+            json!({"snapshot": "no-such-snap"}),
+            "invalid_params",
+            "no-such-snap",
+        ),
+    ];
+    for (method, params, kind, named) in cases {
+        let e = server.err(method, params.clone());
+        assert_eq!(e["data"]["kind"], kind, "{method} {params}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains(named),
+            "{method} {params}: the message does not name {named:?}: {e}"
+        );
+    }
+    // Nothing was made by any of them.
+    let listed = server.ok("sandbox.v1.list", json!({}))["sandboxes"].clone();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        server.ok("sandbox.v1.listVolumes", json!({}))["volumes"],
+        json!([])
+    );
+    server.shutdown_and_check_clean();
+}

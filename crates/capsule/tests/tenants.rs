@@ -60,6 +60,11 @@ fn each_tenant_sees_only_its_own_sandboxes() {
             "sandbox.v1.setTimeout",
             json!({"id": mine, "ttl_ms": 60000}),
         ),
+        ("sandbox.v1.stats", json!({"id": mine})),
+        ("sandbox.v1.pause", json!({"id": mine})),
+        ("sandbox.v1.resume", json!({"id": mine})),
+        ("sandbox.v1.snapshot", json!({"id": mine, "name": "s"})),
+        ("sandbox.v1.fork", json!({"id": mine, "count": 1})),
         ("sandbox.v1.delete", json!({"id": mine})),
     ];
     for (method, params) in &calls {
@@ -86,6 +91,48 @@ fn each_tenant_sees_only_its_own_sandboxes() {
     assert_eq!(back["content"], "c2VjcmV0");
     let all = server.ok("sandbox.v1.list", json!({}));
     assert_eq!(all["sandboxes"].as_array().unwrap().len(), 1);
+
+    // Snapshots and volumes belong to their tenant as well.
+    if common::is_root() {
+        let snap = a.ok(
+            "sandbox.v1.snapshot",
+            json!({"id": mine, "name": "acme-snap"}),
+        );
+        let snap_id = snap["snapshot_id"].as_str().unwrap().to_owned();
+        a.ok(
+            "sandbox.v1.createVolume",
+            json!({"name": "acme-vol", "size_mb": 64}),
+        );
+        assert_eq!(
+            g.ok("sandbox.v1.listSnapshots", json!({}))["snapshots"],
+            json!([])
+        );
+        assert_eq!(
+            g.ok("sandbox.v1.listVolumes", json!({}))["volumes"],
+            json!([])
+        );
+        for params in [
+            json!({"template": "base", "snapshot": snap_id}),
+            json!({"template": "base", "snapshot": "acme-snap"}),
+            json!({"template": "base", "volumes": [{"name": "acme-vol", "path": "/data"}]}),
+        ] {
+            let e = g.err("sandbox.v1.create", params.clone());
+            assert_eq!(e["data"]["kind"], "invalid_params", "{params}: {e}");
+        }
+        g.err("sandbox.v1.deleteSnapshot", json!({"snapshot": snap_id}));
+        g.err("sandbox.v1.deleteVolume", json!({"name": "acme-vol"}));
+        // Still there for their owner.
+        assert_eq!(
+            a.ok("sandbox.v1.listSnapshots", json!({}))["snapshots"][0]["snapshot_id"],
+            snap_id.as_str()
+        );
+        assert_eq!(
+            a.ok("sandbox.v1.listVolumes", json!({}))["volumes"][0]["name"],
+            "acme-vol"
+        );
+        a.ok("sandbox.v1.deleteSnapshot", json!({"snapshot": snap_id}));
+        a.ok("sandbox.v1.deleteVolume", json!({"name": "acme-vol"}));
+    }
 
     // The terminal and the E2B control plane apply the same rule.
     assert_eq!(terminal_status(&server, &mine, &globex), 404);
