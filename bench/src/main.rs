@@ -311,6 +311,36 @@ async fn measure_capsule(
     Ok(())
 }
 
+/// The subject of the floor rows.
+pub const FLOOR: &str = "no sandbox (floor)";
+
+/// What starting `echo hi` costs on this machine with no sandbox at all:
+/// the bench spawns `/bin/echo hi` and waits for it. No sandbox's create +
+/// exec or exec round trip can be faster, so this is the scale the other
+/// figures (and the targets) are read against.
+fn measure_floor(plan: &Plan, r: &mut Results) {
+    eprintln!(
+        "floor: `/bin/echo hi` with no sandbox ({} runs)",
+        plan.runs * 2
+    );
+    let samples = stats::sample(plan.runs * 2, || {
+        let out = std::process::Command::new("/bin/echo")
+            .arg("hi")
+            .stderr(std::process::Stdio::piped())
+            .output()?;
+        anyhow::ensure!(out.stdout == b"hi\n", "echo failed: {}", out.status);
+        Ok(())
+    });
+    let how = "`/bin/echo hi` spawned and waited for by the bench, no isolation";
+    let summary = samples.map(|s| summarize(&s));
+    let copy = summary
+        .as_ref()
+        .map(Clone::clone)
+        .map_err(|e| anyhow::anyhow!("{e:#}"));
+    r.create.push(Entry::new(FLOOR, how, copy));
+    r.exec.push(Entry::new(FLOOR, how, summary));
+}
+
 fn measure_alternatives(plan: &Plan, r: &mut Results) {
     for (name, alt) in Alternative::all() {
         let Some(alt) = alt else {
@@ -418,6 +448,7 @@ async fn main() -> anyhow::Result<()> {
     };
     measure_capsule(&binary, &plan, args.e2b_python.as_deref(), &mut r).await?;
     measure_alternatives(&plan, &mut r);
+    measure_floor(&plan, &mut r);
     r.targets = report::targets(&r);
     write(&args.json, &serde_json::to_vec_pretty(&r)?)?;
     std::fs::create_dir_all(&args.plots)?;

@@ -220,6 +220,16 @@ pub fn markdown(r: &Results, plan: &Plan, plots: &[PathBuf], out_path: &Path) ->
         };
         let _ = writeln!(out, "| {} | {} | {verdict} |", t.goal, t.measured);
     }
+    if let Some(floor) = p50(&r.exec, crate::FLOOR) {
+        let _ = writeln!(
+            out,
+            "\nThe floor: on this machine, spawning `/bin/echo hi` with no sandbox at all and waiting for it takes \
+             {} (p50). Every create + exec and exec round trip below includes at least that much; the rows \
+             \"{}\" show it next to the others.",
+            ms(floor),
+            crate::FLOOR
+        );
+    }
 
     let cold = p50(&r.create, "Capsule, cold");
     let pooled = p50(&r.create, "Capsule, pooled");

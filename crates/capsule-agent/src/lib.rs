@@ -100,6 +100,7 @@ pub fn run(config: AgentConfig, listener: OwnedFd) -> ! {
         .max_blocking_threads(BLOCKING_THREADS)
         // Kept for good: see `start_blocking_threads`.
         .thread_keep_alive(Duration::from_secs(365 * 24 * 3600))
+        .on_thread_start(leave_signals_to_the_main_thread)
         .build()
     {
         Ok(rt) => rt,
@@ -118,6 +119,22 @@ pub fn run(config: AgentConfig, listener: OwnedFd) -> ! {
         }
     });
     std::process::exit(code)
+}
+
+/// Blocks the signals the agent handles in a helper thread, so the kernel
+/// delivers them to the main thread, which runs the event loop: an exit
+/// (SIGCHLD) is then noticed without waking a second thread first.
+fn leave_signals_to_the_main_thread() {
+    // SAFETY: sigemptyset/sigaddset fill a sigset_t owned by this frame, and
+    // pthread_sigmask changes only the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// Threads for file operations, all started before any sandboxed code runs.

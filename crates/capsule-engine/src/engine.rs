@@ -634,6 +634,7 @@ impl Engine {
             volumes: plan.volumes,
             network: plan.network,
             runtime: Some(plan.runtime.to_owned()),
+            background: rec.extra.pooled,
         };
         let attached = match self.runtime.create(&spec).await {
             Ok(a) => a,

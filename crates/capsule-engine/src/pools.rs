@@ -12,7 +12,7 @@ use capsule_api::timefmt::{format_rfc3339, now_millis};
 use capsule_api::{ApiError, SandboxId};
 
 use crate::engine::{Engine, Live, Plan};
-use crate::errors::{from_agent, from_store};
+use crate::errors::{from_agent, from_runtime, from_store};
 use crate::store::SandboxExtra;
 use crate::tenancy::Principal;
 
@@ -80,6 +80,11 @@ impl Engine {
     }
 
     async fn finish_claim(&self, live: &Live, plan: &Plan) -> Result<CreateResult, ApiError> {
+        // Made at the lowest CPU priority; from now on it is in use.
+        self.runtime
+            .set_foreground(live.record().id)
+            .await
+            .map_err(from_runtime)?;
         if !plan.env.is_empty() {
             live.agent.init_env(&plan.env).await.map_err(from_agent)?;
         }

@@ -55,6 +55,10 @@ pub struct SandboxSpec {
     /// The backend to run it with (see [`multi::Runtimes`]); `None`: the
     /// server's default.
     pub runtime: Option<String>,
+    /// Made ahead of demand (a warm pool's): it runs at the lowest CPU
+    /// priority the backend has until [`Runtime::set_foreground`], so that
+    /// making it never slows a sandbox in use.
+    pub background: bool,
 }
 
 impl SandboxSpec {
@@ -72,6 +76,7 @@ impl SandboxSpec {
             volumes: Vec::new(),
             network: None,
             runtime: None,
+            background: false,
         }
     }
 }
@@ -256,6 +261,13 @@ pub trait Runtime: Send + Sync {
     /// Releases what the backend holds for itself (not the sandboxes, which
     /// keep running) before the server exits.
     async fn shutdown(&self) {}
+
+    /// Gives a sandbox created with `background` the normal CPU priority
+    /// (when it is handed to a user). Backends without priorities do
+    /// nothing.
+    async fn set_foreground(&self, _id: SandboxId) -> Result<()> {
+        Ok(())
+    }
 
     async fn pause(&self, _id: SandboxId) -> Result<()> {
         Err(RuntimeError::Unsupported {

@@ -186,6 +186,10 @@ impl Runtime for Runtimes {
         }
     }
 
+    async fn set_foreground(&self, id: SandboxId) -> Result<()> {
+        self.owner(id).set_foreground(id).await
+    }
+
     async fn pause(&self, id: SandboxId) -> Result<()> {
         self.owner(id).pause(id).await
     }

@@ -33,6 +33,7 @@ fn spec(id: SandboxId) -> SandboxSpec {
         volumes: Vec::new(),
         network: None,
         runtime: None,
+        background: false,
     }
 }
 

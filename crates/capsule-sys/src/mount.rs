@@ -112,6 +112,13 @@ pub struct OverlayLayers<'a> {
 
 /// Mounts an overlay. Inside a user namespace the `userxattr` option keeps
 /// overlay metadata in `user.overlay.*` attributes.
+///
+/// The overlay is `volatile`: sync and fsync inside it do not reach the
+/// upper file system, and unmounting it does not sync that file system.
+/// Sandbox layers are disposable (what must last is kept in snapshots and
+/// volumes, which are captured or mounted separately), and a sync of the
+/// whole upper file system on every sandbox's exit (a btrfs transaction
+/// commit) was one of the largest costs of ending a sandbox.
 pub fn overlay(
     layers: &OverlayLayers<'_>,
     userxattr: bool,
@@ -129,6 +136,7 @@ pub fn overlay(
         FsOption::Str("lowerdir", &lower),
         FsOption::Str("upperdir", layers.upper),
         FsOption::Str("workdir", layers.work),
+        FsOption::Flag("volatile"),
     ];
     if userxattr {
         opts.push(FsOption::Flag("userxattr"));

@@ -361,6 +361,26 @@ fn stats_report_use_and_limits() {
     server.shutdown_and_check_clean();
 }
 
+/// The CPU weight of a sandbox's cgroup (`cpu.shares` on v1, `cpu.weight`
+/// on v2), if the server uses the cpu controller.
+fn cpu_weight(server: &Server, id: &str) -> Option<String> {
+    let name = std::fs::read_to_string(
+        server
+            .state
+            .join("native/sandboxes")
+            .join(id)
+            .join("cgroup"),
+    )
+    .ok()?;
+    server.cgroup_parents().into_iter().find_map(|parent| {
+        ["cpu.shares", "cpu.weight"].iter().find_map(|file| {
+            std::fs::read_to_string(parent.join(name.trim()).join(file))
+                .ok()
+                .map(|v| v.trim().to_owned())
+        })
+    })
+}
+
 #[test]
 fn warm_pools_hand_out_ready_sandboxes() {
     let server = Server::start_with(&["--pool", "base=2"]);
@@ -374,6 +394,13 @@ fn warm_pools_hand_out_ready_sandboxes() {
     );
     let pooled = server.sandbox_dirs();
     assert_eq!(pooled.len(), 2, "{pooled:?}");
+    // Waiting in the pool, they yield the CPU to sandboxes in use.
+    if is_root() {
+        for id in &pooled {
+            let weight = cpu_weight(&server, id).expect("a cpu weight");
+            assert!(weight == "2" || weight == "1", "{id}: {weight}");
+        }
+    }
     let made = server.ok(
         "sandbox.v1.create",
         json!({"template": "base", "env": {"GREETING": "hi"}, "metadata": {"who": "me"}, "ttl_ms": 60000}),
@@ -384,6 +411,10 @@ fn warm_pools_hand_out_ready_sandboxes() {
         "{id} was not one of the pooled {pooled:?}"
     );
     assert_eq!(server.sh(&id, "echo $GREETING")["stdout"], "hi\n");
+    if is_root() {
+        let weight = cpu_weight(&server, &id).expect("a cpu weight");
+        assert!(weight == "1024" || weight == "100", "{id}: {weight}");
+    }
     let info = server.ok("sandbox.v1.get", json!({"id": id}));
     assert_eq!(info["metadata"]["who"], "me");
     let life = server.ok("sandbox.v1.list", json!({}))["sandboxes"]

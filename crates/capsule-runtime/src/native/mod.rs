@@ -729,6 +729,16 @@ impl Runtime for NativeRuntime {
         self.freeze(id, false).await
     }
 
+    async fn set_foreground(&self, id: SandboxId) -> Result<()> {
+        let (Some(cgroups), Some(name)) = (&self.cgroups, self.cgroup_name(id)) else {
+            return Ok(());
+        };
+        cgroups
+            .open(&name)
+            .set_background(false)
+            .map_err(|e| RuntimeError::sys(format!("restoring the priority of {id}"), e))
+    }
+
     async fn snapshot(&self, id: SandboxId, snapshot: &str) -> Result<u64> {
         if self.mapping.method != MapMethod::Direct {
             return Err(RuntimeError::Unsupported {
@@ -939,6 +949,12 @@ impl NativeRuntime {
             };
             cg.apply_limits(&limits)
                 .map_err(|e| RuntimeError::sys(format!("setting the limits of {id}"), e))?;
+            // Before the launcher gets its spec: setting the sandbox up is
+            // most of the work.
+            if spec.background {
+                cg.set_background(true)
+                    .map_err(|e| RuntimeError::sys(format!("lowering the priority of {id}"), e))?;
+            }
         }
         let (user_uid, user_gid) = self.user_ids();
         let mut env = spec.env.clone();

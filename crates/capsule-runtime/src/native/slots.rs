@@ -40,15 +40,22 @@ async fn prepare(
     cgroups: Option<&Cgroups>,
     claimed: &Mutex<BTreeSet<String>>,
 ) -> Result<Slot, String> {
-    let mut child = tokio::process::Command::new(launcher)
-        .arg(init::LAUNCHER_ARG)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("starting the launcher {}: {e}", launcher.display()))?;
+    // Starting a process waits for its exec (a large binary, relocated on
+    // start): done off the async threads, so requests in flight go on.
+    let program = launcher.clone();
+    let mut child = tokio::task::spawn_blocking(move || {
+        tokio::process::Command::new(&program)
+            .arg(init::LAUNCHER_ARG)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+    })
+    .await
+    .map_err(|e| format!("starting the launcher: {e}"))?
+    .map_err(|e| format!("starting the launcher {}: {e}", launcher.display()))?;
     let Some(cgroups) = cgroups else {
         return Ok(Slot {
             cgroup_name: None,

@@ -142,6 +142,12 @@ fn v2_enables_controllers_and_writes_limits() {
     assert_eq!(stats.cpu_usage_ns, Some(1_500_000));
     assert_eq!(stats.pids, Some(3));
 
+    // A warm pool's sandbox yields the CPU until it is claimed.
+    sandbox.set_background(true).unwrap();
+    assert_eq!(fs::read_to_string(dir.join("cpu.weight")).unwrap(), "1");
+    sandbox.set_background(false).unwrap();
+    assert_eq!(fs::read_to_string(dir.join("cpu.weight")).unwrap(), "100");
+
     sandbox.remove().unwrap();
     assert!(!dir.exists());
     assert!(cg.existing().is_empty());
@@ -204,6 +210,11 @@ fn v1_limits_go_to_each_controller() {
         "32"
     );
     assert_eq!(sandbox.procs_files().len(), 4);
+    let shares = base.join("cpu,cpuacct/capsule/zz999999/cpu.shares");
+    sandbox.set_background(true).unwrap();
+    assert_eq!(fs::read_to_string(&shares).unwrap(), "2");
+    sandbox.set_background(false).unwrap();
+    assert_eq!(fs::read_to_string(&shares).unwrap(), "1024");
     sandbox.set_frozen(true).unwrap();
     assert_eq!(
         fs::read_to_string(base.join("freezer/capsule/zz999999/freezer.state")).unwrap(),
