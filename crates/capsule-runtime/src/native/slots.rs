@@ -8,7 +8,7 @@
 //! background.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -36,13 +36,13 @@ fn random_name() -> String {
 /// Starts a launcher and moves it into a new cgroup, whose name goes into
 /// `claimed` before the cgroup exists (so a concurrent sweep spares it).
 async fn prepare(
-    launcher: &PathBuf,
+    launcher: &Path,
     cgroups: Option<&Cgroups>,
     claimed: &Mutex<BTreeSet<String>>,
 ) -> Result<Slot, String> {
     // Starting a process waits for its exec (a large binary, relocated on
     // start): done off the async threads, so requests in flight go on.
-    let program = launcher.clone();
+    let program = launcher.to_path_buf();
     let mut child = tokio::task::spawn_blocking(move || {
         tokio::process::Command::new(&program)
             .arg(init::LAUNCHER_ARG)
@@ -149,7 +149,7 @@ impl Pool {
     /// cgroup stays claimed until `release`.
     pub async fn take_or_prepare(
         &self,
-        launcher: &PathBuf,
+        launcher: &Path,
         cgroups: Option<&Cgroups>,
     ) -> Result<Slot, String> {
         match self.take() {
