@@ -120,11 +120,36 @@ async fn run() {
     tokio::time::timeout(Duration::from_secs(5), sb.exited)
         .await
         .expect("exit noticed");
+    // With no sandbox left, shutting down leaves nothing mounted.
+    rt.shutdown().await;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let prefix = format!("{}/", state.path().display());
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "still mounted after shutdown: {left:?}");
     eprintln!("native runtime: ok");
 }
 
+/// A test without libtest (it must be the process's only thread when it
+/// forks sandbox launchers), speaking enough of libtest's command line for
+/// cargo test and nextest: `--list` names the one test.
 fn main() {
     init::dispatch_helpers();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("native_runtime_end_to_end: test");
+        }
+        return;
+    }
+    if let Some(filter) = args.iter().find(|a| !a.starts_with('-'))
+        && !"native_runtime_end_to_end".contains(filter.as_str())
+    {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -252,6 +252,20 @@ impl Server {
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
+    /// Calls `method`; the whole response, or None when the server does
+    /// not answer.
+    pub fn try_rpc(&self, method: &str, params: Value) -> Option<Value> {
+        let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let auth = self.admin_key.as_ref().map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        let body = serde_json::to_vec(&req).ok()?;
+        let (_, body) = http_with(self.port, "POST", "/rpc", &headers, &body).ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
     /// Calls `method`; the whole JSON-RPC response.
     pub fn rpc(&self, method: &str, params: Value) -> Value {
         let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
@@ -321,7 +335,7 @@ impl Server {
             // SAFETY: kill takes integers; the pid is our own child's.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(20);
-            while c.try_wait().unwrap().is_none() {
+            while matches!(c.try_wait(), Ok(None)) {
                 if Instant::now() > deadline {
                     let _ = c.kill();
                     break;
@@ -439,11 +453,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         // Best effort: delete what the test left, then stop. Sandboxes of a
         // server that is already dead are killed through their pid files.
-        if self.child.is_some() {
-            let list = self.rpc("sandbox.v1.list", json!({}));
-            if let Some(items) = list["result"]["sandboxes"].as_array() {
+        // Nothing here may panic: a panic while a failed test unwinds
+        // aborts the whole test binary.
+        let alive = self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if alive {
+            let list = self.try_rpc("sandbox.v1.list", json!({}));
+            if let Some(items) = list
+                .as_ref()
+                .and_then(|l| l["result"]["sandboxes"].as_array())
+            {
                 for sb in items {
-                    let _ = self.rpc("sandbox.v1.delete", json!({"id": sb["id"]}));
+                    let _ = self.try_rpc("sandbox.v1.delete", json!({"id": sb["id"]}));
                 }
             }
         }
@@ -470,6 +493,20 @@ impl Drop for Server {
                 }
             }
             let _ = std::fs::remove_dir(&parent);
+        }
+        // A server killed or left with sandboxes keeps its storage mounted
+        // (sandboxes outlive it); detach what is left so that the
+        // directory can go and no mount outlives the test.
+        let prefix = format!("{}/", self._tmp.path().display());
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for point in ours {
+            let _ = rustix::mount::unmount(point, rustix::mount::UnmountFlags::DETACH);
         }
     }
 }
