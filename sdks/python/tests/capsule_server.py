@@ -122,6 +122,7 @@ class CapsuleServer:
             try:
                 for sandbox_id in self.sandbox_ids():
                     self.rpc("sandbox.v1.delete", {"id": sandbox_id})
+                self._drain_pools()
             except (urllib.error.URLError, OSError, KeyError, ValueError):
                 pass
             self.proc.send_signal(signal.SIGTERM)
@@ -132,6 +133,24 @@ class CapsuleServer:
                 self.proc.wait(timeout=10)
         self.proc = None
         self._cleanup_dir()
+
+    def _drain_pools(self, wait: float = 30.0) -> None:
+        """Empties the warm pools (``--pool``) and waits for their sandboxes
+        to go. Pooled sandboxes are not listed, so deleting the listed ones
+        misses them, and a server stopped with sandboxes left keeps them
+        running (and its storage mounted) for its next start."""
+        answer = self.rpc("sandbox.v1.pools", {})
+        pools = answer.get("result", {}).get("pools", []) if isinstance(answer, dict) else []
+        if not pools:
+            return
+        for pool in pools:
+            self.rpc("admin.v1.setPool", {"template": pool["template"], "size": 0})
+        sandboxes = self.state_dir / "native" / "sandboxes"
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not sandboxes.is_dir() or not any(sandboxes.iterdir()):
+                return
+            time.sleep(0.1)
 
     def _cleanup_dir(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from datetime import timedelta
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -14,6 +15,7 @@ from capsule_server import CapsuleServer, free_port
 from conftest import MAX_REQUEST_BYTES
 
 from capsule_sdk import (
+    AlreadyExistsError,
     AsyncCapsule,
     AsyncCapsuleClient,
     AsyncTerminal,
@@ -21,13 +23,20 @@ from capsule_sdk import (
     ExecResult,
     FileEntry,
     FileNotFoundInSandboxError,
+    InvalidParamsError,
     PathOutsideSandboxError,
+    PauseResult,
     PayloadTooLargeError,
     SandboxExpiredError,
     SandboxInfo,
     SandboxNotFoundError,
+    SandboxStats,
+    SnapshotInfo,
     TemplateNotFoundError,
     TerminalClosedError,
+    UnsupportedError,
+    VolumeInfo,
+    VolumeMount,
 )
 
 T = TypeVar("T")
@@ -99,6 +108,88 @@ def test_await_create_and_every_method(server: CapsuleServer) -> None:
             await capsule.delete()
         with pytest.raises(SandboxNotFoundError):
             await client.get(capsule.id)
+
+    run_async(server, body)
+
+
+def test_pause_resume_and_stats(server: CapsuleServer) -> None:
+    async def body(client: AsyncCapsuleClient) -> None:
+        async with client.create(runtime="native", disk_mb=64) as capsule:
+            await capsule.write_file("f", "x")
+            paused = await capsule.pause()
+            assert isinstance(paused, PauseResult)
+            assert (paused.id, paused.state) == (capsule.id, "paused")
+            assert (await capsule.info()).state == "paused"
+            stats = await capsule.stats()
+            assert isinstance(stats, SandboxStats)
+            assert stats.state == "paused" and stats.disk_limit_bytes == 64 << 20
+            assert isinstance(stats.cpu_ns, int) and isinstance(stats.memory_bytes, int)
+            # A call resumes it.
+            assert await capsule.read_file_text("f") == "x"
+            assert (await capsule.info()).state == "running"
+            await capsule.pause()
+            resumed = await capsule.resume()
+            assert (resumed.state, resumed.expires_at) == ("running", capsule.expires_at)
+            assert (await capsule.info()).runtime == "native"
+            assert await client.pools() == []
+        with pytest.raises(SandboxNotFoundError, match=capsule.id):
+            await capsule.pause()
+        with pytest.raises(SandboxNotFoundError, match=capsule.id):
+            await capsule.resume()
+        with pytest.raises(SandboxNotFoundError, match=capsule.id):
+            await capsule.stats()
+        with pytest.raises(InvalidParamsError, match="auto_pause_ms"):
+            await client.create(auto_pause_ms=1, pause_on_expiry=True)
+        with pytest.raises(UnsupportedError, match="no-such-runtime"):
+            await client.create(runtime="no-such-runtime")
+
+    run_async(server, body)
+
+
+def test_snapshots_forks_and_volumes(server: CapsuleServer) -> None:
+    suffix = uuid.uuid4().hex[:10]
+    snap_name, vol_name = f"async-snap-{suffix}", f"async-vol-{suffix}"
+
+    async def body(client: AsyncCapsuleClient) -> None:
+        vol = await client.create_volume(vol_name, 32)
+        assert isinstance(vol, VolumeInfo) and vol.size_bytes == 32 << 20
+        async with client.create(volumes=[VolumeMount(vol_name, "/vol")]) as source:
+            await source.write_file("/vol/v.txt", "in the volume")
+            await source.write_file("own.txt", "in the sandbox")
+            assert [v.used_by for v in await client.list_volumes() if v.name == vol_name] == [[source.id]]
+            with pytest.raises(InvalidParamsError, match="mounted"):
+                await client.delete_volume(vol_name)
+
+            snap = await source.snapshot(name=snap_name)
+            assert isinstance(snap, SnapshotInfo) and snap.name == snap_name and snap.source == source.id
+            with pytest.raises(AlreadyExistsError, match=snap_name):
+                await source.snapshot(name=snap_name)
+            assert snap in await client.list_snapshots()
+            async with client.create(snapshot=snap_name) as restored:
+                assert await restored.read_file_text("own.txt") == "in the sandbox"
+
+            forks = await source.fork(count=2)
+            try:
+                assert len(forks) == 2 and all(isinstance(f, AsyncCapsule) for f in forks)
+                for f in forks:
+                    assert await f.read_file_text("own.txt") == "in the sandbox"
+                    # Forks mount the source's volumes too.
+                    assert await f.read_file_text("/vol/v.txt") == "in the volume"
+            finally:
+                for f in forks:
+                    await f.delete()
+            with pytest.raises(InvalidParamsError, match="count"):
+                await source.fork(count=0)
+        await client.delete_snapshot(snap_name)
+        assert snap_name not in {s.name for s in await client.list_snapshots()}
+        with pytest.raises(InvalidParamsError, match=snap_name):
+            await client.delete_snapshot(snap_name)
+        await client.delete_volume(vol_name)
+        assert vol_name not in {v.name for v in await client.list_volumes()}
+        with pytest.raises(InvalidParamsError, match=vol_name):
+            await client.delete_volume(vol_name)
+        with pytest.raises(InvalidParamsError, match="size_mb"):
+            await client.create_volume(vol_name, 0)
 
     run_async(server, body)
 

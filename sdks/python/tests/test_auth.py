@@ -33,6 +33,20 @@ def test_requests_without_a_key_are_unauthorized(keyed_server: CapsuleServer) ->
         assert client.health()["status"] == "ok"
 
 
+def test_listings_without_a_key_are_unauthorized(keyed_server: CapsuleServer) -> None:
+    # Methods without parameters can still be refused: the typed methods
+    # raise UnauthorizedError with the server's message.
+    with CapsuleClient(keyed_server.url) as client:
+        for call in (client.list_snapshots, client.list_volumes, client.pools):
+            with pytest.raises(UnauthorizedError, match="API key") as e:
+                call()
+            assert e.value.kind == "unauthorized" and e.value.code == -32014
+    with CapsuleClient(keyed_server.url, api_key=KEY) as client:
+        assert isinstance(client.list_snapshots(), list)
+        assert isinstance(client.list_volumes(), list)
+        assert client.pools() == []
+
+
 def test_a_wrong_key_is_unauthorized(keyed_server: CapsuleServer) -> None:
     with CapsuleClient(keyed_server.url, api_key="wrong") as client:
         with pytest.raises(UnauthorizedError, match="not valid"):

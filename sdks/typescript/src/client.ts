@@ -19,8 +19,14 @@ import {
   toBytes,
   toExecResult,
   toFileEntry,
+  toPauseResult,
+  toPoolInfo,
   toSandboxInfo,
+  toSandboxStats,
+  toSnapshotInfo,
   toTemplateInfo,
+  toVolumeInfo,
+  volumesParam,
 } from './internal.js';
 import { Terminal } from './terminal.js';
 import type {
@@ -30,13 +36,20 @@ import type {
   ExecOptions,
   ExecResult,
   FileEntry,
+  ForkOptions,
   HealthInfo,
   ListOptions,
   PathOptions,
+  PauseResult,
+  PoolInfo,
   RunOptions,
   SandboxInfo,
+  SandboxStats,
+  SnapshotInfo,
+  SnapshotOptions,
   TemplateInfo,
   TerminalOptions,
+  VolumeInfo,
   WriteFileOptions,
   WriteResult,
 } from './types.js';
@@ -89,6 +102,8 @@ export class CapsuleClient {
    *
    * ```ts
    * const capsule = await client.create({ template: 'python', ttlMs: 120_000 });
+   * const restored = await client.create({ snapshot: 'repo-ready' });
+   * const withData = await client.create({ volumes: [{ name: 'datasets', path: '/data', readOnly: true }] });
    * ```
    */
   async create(options: CreateOptions | string = {}): Promise<Capsule> {
@@ -96,13 +111,20 @@ export class CapsuleClient {
     const result = await this.call<Json>(
       'create',
       compact({
-        template: o.template ?? 'base',
+        // Left out, the server uses "base", or the snapshot's template.
+        template: o.template,
         ttl_ms: o.ttlMs,
         cpu: o.cpu,
         memory_mb: o.memoryMb,
         env: o.env && Object.keys(o.env).length > 0 ? o.env : undefined,
         metadata: o.metadata && Object.keys(o.metadata).length > 0 ? o.metadata : undefined,
         network: o.network,
+        snapshot: o.snapshot,
+        volumes: volumesParam(o.volumes),
+        disk_mb: o.diskMb,
+        auto_pause_ms: o.autoPauseMs,
+        pause_on_expiry: o.pauseOnExpiry,
+        runtime: o.runtime,
       }),
     );
     return Capsule.fromWire(this, result);
@@ -123,6 +145,50 @@ export class CapsuleClient {
   async templates(): Promise<TemplateInfo[]> {
     const result = await this.call<{ templates: Json[] }>('templates', {});
     return result.templates.map(toTemplateInfo);
+  }
+
+  /** The warm pools: per template, how many ready sandboxes the server keeps and how many are ready now. */
+  async pools(): Promise<PoolInfo[]> {
+    const result = await this.call<{ pools: Json[] }>('pools', {});
+    return result.pools.map(toPoolInfo);
+  }
+
+  /** The snapshots (of this tenant), oldest first. Take one with {@link Capsule.snapshot}. */
+  async listSnapshots(): Promise<SnapshotInfo[]> {
+    const result = await this.call<{ snapshots: Json[] }>('listSnapshots', {});
+    return result.snapshots.map(toSnapshotInfo);
+  }
+
+  /**
+   * Deletes a snapshot by id or name; sandboxes made from it keep their
+   * files. Rejects with `InvalidParamsError` when there is no such snapshot.
+   */
+  async deleteSnapshot(snapshot: string): Promise<void> {
+    await this.call('deleteSnapshot', { snapshot });
+  }
+
+  /**
+   * Makes a named persistent volume of at most `sizeMb` MiB, to mount into
+   * sandboxes with `create({ volumes: [{ name, path }] })`. `name` is 1 to
+   * 63 of `a-z 0-9 . _ -`; `AlreadyExistsError` if it is taken.
+   */
+  async createVolume(name: string, sizeMb: number): Promise<VolumeInfo> {
+    return toVolumeInfo(await this.call<Json>('createVolume', { name, size_mb: sizeMb }));
+  }
+
+  /** The volumes (of this tenant). */
+  async listVolumes(): Promise<VolumeInfo[]> {
+    const result = await this.call<{ volumes: Json[] }>('listVolumes', {});
+    return result.volumes.map(toVolumeInfo);
+  }
+
+  /**
+   * Deletes a volume and its files. Rejects with `InvalidParamsError` when
+   * there is no such volume, or a running sandbox mounts it (`data.used_by`
+   * lists them).
+   */
+  async deleteVolume(name: string): Promise<void> {
+    await this.call('deleteVolume', { name });
   }
 
   /** @internal Headers for the terminal's WebSocket handshake. */
@@ -298,6 +364,55 @@ export class Capsule {
     const r = await this.client.call<{ expires_at: string }>('setTimeout', { id: this.id, ttl_ms: ttlMs });
     this.expiresAt = new Date(r.expires_at);
     return this.expiresAt;
+  }
+
+  /**
+   * Freezes every process of the sandbox; memory, files and processes stay
+   * as they are. Any later call that needs the sandbox (exec, files,
+   * terminal) resumes it. Pausing a paused sandbox does nothing.
+   */
+  async pause(): Promise<PauseResult> {
+    const r = toPauseResult(await this.client.call<Json>('pause', { id: this.id }));
+    this.expiresAt = r.expiresAt;
+    return r;
+  }
+
+  /** Thaws a paused sandbox ahead of the next call (calls resume it anyway). */
+  async resume(): Promise<PauseResult> {
+    const r = toPauseResult(await this.client.call<Json>('resume', { id: this.id }));
+    this.expiresAt = r.expiresAt;
+    return r;
+  }
+
+  /** The sandbox's resource use now (CPU time, memory, processes, disk), with its limits. */
+  async stats(): Promise<SandboxStats> {
+    return toSandboxStats(await this.client.call<Json>('stats', { id: this.id }));
+  }
+
+  /**
+   * Captures the sandbox's files (not memory or processes) as a snapshot to
+   * create new sandboxes from (`client.create({ snapshot })`). The sandbox
+   * is frozen for the moment of the capture, then goes on. A taken `name`
+   * rejects with `AlreadyExistsError`.
+   */
+  async snapshot(options: SnapshotOptions = {}): Promise<SnapshotInfo> {
+    return toSnapshotInfo(await this.client.call<Json>('snapshot', compact({ id: this.id, name: options.name })));
+  }
+
+  /**
+   * Makes `count` (default 1) new sandboxes whose files start as copies of
+   * this one's now, with the same template, limits, environment, metadata
+   * and volumes. All or nothing.
+   */
+  async fork(options: ForkOptions = {}): Promise<Capsule[]> {
+    const params = compact({
+      id: this.id,
+      count: options.count ?? 1,
+      ttl_ms: options.ttlMs,
+      metadata: nonEmpty(options.metadata),
+    });
+    const r = await this.client.call<{ sandboxes: Json[] }>('fork', params);
+    return r.sandboxes.map((s) => Capsule.fromWire(this.client, s));
   }
 
   /**

@@ -7,7 +7,18 @@ import {
   UnauthorizedError,
   errorFromPayload,
 } from './errors.js';
-import type { ExecResult, FileEntry, SandboxInfo, TemplateInfo } from './types.js';
+import type {
+  ExecResult,
+  FileEntry,
+  PauseResult,
+  PoolInfo,
+  SandboxInfo,
+  SandboxStats,
+  SnapshotInfo,
+  TemplateInfo,
+  VolumeInfo,
+  VolumeMount,
+} from './types.js';
 
 export const VERSION = '0.1.0';
 export const DEFAULT_BASE_URL = 'http://localhost:8080';
@@ -204,6 +215,7 @@ export function toSandboxInfo(s: Json): SandboxInfo {
     metadata: { ...((s.metadata as Record<string, string> | undefined) ?? {}) },
   };
   if (typeof s.error === 'string') out.error = s.error;
+  if (typeof s.runtime === 'string' && s.runtime !== '') out.runtime = s.runtime;
   return out;
 }
 
@@ -216,4 +228,69 @@ export function toTemplateInfo(t: Json): TemplateInfo {
   };
   if (typeof t.reason === 'string') out.reason = t.reason;
   return out;
+}
+
+export function toPauseResult(r: Json): PauseResult {
+  return { id: r.id as string, state: r.state as PauseResult['state'], expiresAt: new Date(r.expires_at as string) };
+}
+
+export function toSnapshotInfo(s: Json): SnapshotInfo {
+  const out: SnapshotInfo = {
+    snapshotId: s.snapshot_id as string,
+    source: s.source as string,
+    template: s.template as string,
+    createdAt: new Date(s.created_at as string),
+    sizeBytes: s.size_bytes as number,
+  };
+  if (typeof s.name === 'string') out.name = s.name;
+  return out;
+}
+
+export function toVolumeInfo(v: Json): VolumeInfo {
+  return {
+    name: v.name as string,
+    sizeBytes: v.size_bytes as number,
+    createdAt: new Date(v.created_at as string),
+    usedBy: [...((v.used_by as string[] | undefined) ?? [])],
+  };
+}
+
+const OPTIONAL_STATS: readonly (readonly [string, keyof SandboxStats])[] = [
+  ['cpu_ns', 'cpuNs'],
+  ['memory_bytes', 'memoryBytes'],
+  ['memory_peak_bytes', 'memoryPeakBytes'],
+  ['pids', 'pids'],
+  ['disk_bytes', 'diskBytes'],
+  ['disk_limit_bytes', 'diskLimitBytes'],
+  ['network_rx_bytes', 'networkRxBytes'],
+  ['network_tx_bytes', 'networkTxBytes'],
+];
+
+export function toSandboxStats(s: Json): SandboxStats {
+  const out: SandboxStats = {
+    id: s.id as string,
+    state: s.state as SandboxStats['state'],
+    memoryLimitBytes: s.memory_limit_bytes as number,
+    pidsLimit: s.pids_limit as number,
+  };
+  for (const [wire, key] of OPTIONAL_STATS) {
+    const value = s[wire];
+    if (typeof value === 'number') (out as unknown as Record<string, number>)[key] = value;
+  }
+  return out;
+}
+
+export function toPoolInfo(p: Json): PoolInfo {
+  return { template: p.template as string, size: p.size as number, ready: p.ready as number };
+}
+
+/** `create`'s `volumes`, in the wire's snake_case. */
+export function volumesParam(volumes: readonly VolumeMount[] | undefined): Json[] | undefined {
+  if (volumes === undefined || volumes.length === 0) return undefined;
+  return volumes.map((v) => {
+    if (!isRecord(v) || typeof v.name !== 'string' || typeof v.path !== 'string') {
+      throw new TypeError(`a volume must be { name, path, readOnly? }, got ${JSON.stringify(v)}`);
+    }
+    return { name: v.name, path: v.path, read_only: v.readOnly ?? false };
+  });
 }

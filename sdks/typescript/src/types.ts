@@ -47,7 +47,7 @@ export interface WriteResult {
 export interface SandboxInfo {
   id: string;
   template: string;
-  state: 'creating' | 'running' | 'stopping' | 'deleted' | 'failed';
+  state: 'creating' | 'running' | 'paused' | 'stopping' | 'deleted' | 'failed';
   createdAt: Date;
   expiresAt: Date;
   /** CPU cores it may use. */
@@ -57,6 +57,8 @@ export interface SandboxInfo {
   metadata: Record<string, string>;
   /** Why it failed, when `state` is `"failed"`. */
   error?: string;
+  /** The isolation backend it runs on (`"native"`, `"gvisor"`, ...), when the server says. */
+  runtime?: string;
 }
 
 /** A template the server knows. */
@@ -94,7 +96,7 @@ export interface ClientOptions {
 }
 
 export interface CreateOptions {
-  /** `"base"` (default), `"python"`, `"node"`, ... */
+  /** `"base"` (default), `"python"`, `"node"`, ...; with `snapshot`, the snapshot's. */
   template?: string;
   /** Time to live; the server deletes the sandbox after it (default 10 minutes). */
   ttlMs?: number;
@@ -111,6 +113,118 @@ export interface CreateOptions {
    * (see docs/network.md).
    */
   network?: string | NetworkConfig;
+  /**
+   * Start from this snapshot (its id or name, see `Capsule.snapshot`)
+   * instead of empty files. The template is then the snapshot's: leave
+   * `template` out or give the same one.
+   */
+  snapshot?: string;
+  /** Volumes to mount (see `CapsuleClient.createVolume`); at most 16. */
+  volumes?: VolumeMount[];
+  /** Disk limit of the sandbox's own files in MiB (at least 16; enforced with btrfs storage). */
+  diskMb?: number;
+  /** Pause after this long without calls (at least 1000 ms); the next call resumes it. */
+  autoPauseMs?: number;
+  /** At its end time, pause instead of being deleted; a later call resumes it with a fresh time to live. */
+  pauseOnExpiry?: boolean;
+  /**
+   * The isolation backend: `"native"` (default) or an OCI runtime the
+   * server enabled (`"gvisor"`, `"runc"`, `"crun"`).
+   */
+  runtime?: string;
+}
+
+/** A volume to mount into a new sandbox. */
+export interface VolumeMount {
+  /** The volume's name. */
+  name: string;
+  /** Where it appears: an absolute path, not `/` and not under `/proc`, `/sys`, `/dev` or `/tmp`. */
+  path: string;
+  /** Mount it read-only (default false), the safe way to share one volume. */
+  readOnly?: boolean;
+}
+
+/** What `pause` and `resume` report. */
+export interface PauseResult {
+  id: string;
+  /** `"paused"` after `pause`, `"running"` after `resume`. */
+  state: 'running' | 'paused';
+  /** Its end time as it stands (a resume moves it later by the time spent paused). */
+  expiresAt: Date;
+}
+
+/** A snapshot: a sandbox's files at one moment, to create sandboxes from. */
+export interface SnapshotInfo {
+  /** Its id, e.g. `"snap-x82kq0ma"`. */
+  snapshotId: string;
+  /** The name it was given, if any. */
+  name?: string;
+  /** The id of the sandbox it was taken of. */
+  source: string;
+  /** That sandbox's template, and so that of sandboxes made from it. */
+  template: string;
+  createdAt: Date;
+  /** Bytes of its own files (beyond the template's). */
+  sizeBytes: number;
+}
+
+/** A named persistent volume. */
+export interface VolumeInfo {
+  name: string;
+  /** Its size limit in bytes. */
+  sizeBytes: number;
+  createdAt: Date;
+  /** Ids of the running sandboxes that mount it. */
+  usedBy: string[];
+}
+
+/**
+ * A sandbox's resource use now, with its limits. Figures the server's
+ * backend cannot measure are absent.
+ */
+export interface SandboxStats {
+  id: string;
+  state: 'running' | 'paused';
+  /** CPU time used since it started, in nanoseconds. */
+  cpuNs?: number;
+  memoryBytes?: number;
+  /** The most memory it has used. */
+  memoryPeakBytes?: number;
+  memoryLimitBytes: number;
+  /** Processes running. */
+  pids?: number;
+  pidsLimit: number;
+  /** Bytes of its own files. */
+  diskBytes?: number;
+  /** Its disk limit, when one is enforced. */
+  diskLimitBytes?: number;
+  /** Bytes received, where it has a network. */
+  networkRxBytes?: number;
+  /** Bytes sent, where it has a network. */
+  networkTxBytes?: number;
+}
+
+/** A warm pool of ready sandboxes of one template. */
+export interface PoolInfo {
+  template: string;
+  /** How many ready sandboxes the server keeps. */
+  size: number;
+  /** How many are ready now. */
+  ready: number;
+}
+
+export interface SnapshotOptions {
+  /** A name to create from, unique among the snapshots: 1 to 63 of `a-z 0-9 . _ -`. */
+  name?: string;
+}
+
+export interface ForkOptions {
+  /** How many copies, 1 to 64 (default 1). */
+  count?: number;
+  /** Time to live of the copies (default: the source's remaining time). */
+  ttlMs?: number;
+  /** Added to the source's metadata on each copy. */
+  metadata?: Record<string, string>;
 }
 
 /** Egress through Capsule's proxy: the allow-list and secret headers. */

@@ -10,9 +10,15 @@ import {
   Terminal,
   type ExecResult,
   type FileEntry,
+  type PauseResult,
+  type PoolInfo,
   type SandboxInfo,
+  type SandboxStats,
+  type SnapshotInfo,
   type TemplateInfo,
   type TerminalCloseEvent,
+  type VolumeInfo,
+  type VolumeMount,
   type WriteResult,
 } from 'capsule-sdk';
 
@@ -43,6 +49,39 @@ export async function usage(): Promise<void> {
   await capsule.remove('d');
   const expires: Date = await capsule.setTimeout(60_000);
 
+  const paused: PauseResult = await capsule.pause();
+  const pausedState: 'running' | 'paused' = paused.state;
+  const resumedAt: Date = (await capsule.resume()).expiresAt;
+  const stats: SandboxStats = await capsule.stats();
+  const cpuNs: number | undefined = stats.cpuNs;
+  const memoryLimit: number = stats.memoryLimitBytes;
+  const snap: SnapshotInfo = await capsule.snapshot({ name: 'ready' });
+  await capsule.snapshot();
+  const snapName: string | undefined = snap.name;
+  const snaps: SnapshotInfo[] = await client.listSnapshots();
+  await client.deleteSnapshot(snap.snapshotId);
+  const forks: Capsule[] = await capsule.fork({ count: 2, ttlMs: 60_000, metadata: { k: 'v' } });
+  await capsule.fork();
+  const vol: VolumeInfo = await client.createVolume('data', 64);
+  const usedBy: string[] = vol.usedBy;
+  const vols: VolumeInfo[] = await client.listVolumes();
+  await client.deleteVolume('data');
+  const pools: PoolInfo[] = await client.pools();
+  const mount: VolumeMount = { name: 'data', path: '/data', readOnly: true };
+  await client.create({
+    snapshot: 'ready',
+    volumes: [mount, { name: 'other', path: '/other' }],
+    diskMb: 1024,
+    autoPauseMs: 60_000,
+    pauseOnExpiry: true,
+    runtime: 'native',
+  });
+  const runtime: string | undefined = infos[0]!.runtime;
+  // @ts-expect-error -- a volume needs a path
+  await client.create({ volumes: [{ name: 'data' }] });
+  // @ts-expect-error -- the size is a number of MiB
+  await client.createVolume('data', '64');
+
   const term: Terminal = capsule.connectTerminal({ cols: 120, rows: 40 });
   term.onmessage = (e) => {
     const data: string = e.data;
@@ -68,4 +107,5 @@ export async function usage(): Promise<void> {
     if (e instanceof CapsuleError) void e.message;
   }
   void [byName, again, infos, templates, exitCode, signal, w, bytes, text, kind, entry, expires, out, closed];
+  void [pausedState, resumedAt, cpuNs, memoryLimit, snapName, snaps, forks, usedBy, vols, pools, runtime];
 }

@@ -59,7 +59,19 @@ from .errors import (
     Unsupported,
     Unavailable,
 )
-from .models import ExecResult, FileEntry, SandboxInfo, TemplateInfo, WriteResult
+from .models import (
+    ExecResult,
+    FileEntry,
+    PauseResult,
+    PoolInfo,
+    SandboxInfo,
+    SandboxStats,
+    SnapshotInfo,
+    TemplateInfo,
+    VolumeInfo,
+    VolumeMount,
+    WriteResult,
+)
 from .terminal import Terminal
 
 __all__ = [
@@ -72,8 +84,14 @@ __all__ = [
     "AsyncTerminal",
     "ExecResult",
     "FileEntry",
+    "PauseResult",
+    "PoolInfo",
     "SandboxInfo",
+    "SandboxStats",
+    "SnapshotInfo",
     "TemplateInfo",
+    "VolumeInfo",
+    "VolumeMount",
     "WriteResult",
     "CapsuleError",
     "CapsuleConnectionError",

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from urllib.parse import urlencode, urlsplit
 
 from .errors import CapsuleError, ProtocolError, UnauthorizedError, error_from_payload
+from .models import VolumeMount
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,9 @@ USER_AGENT = f"capsule-sdk-python/{__version__}"
 
 Content = Union[str, bytes, bytearray, memoryview]
 Command = Union[str, Sequence[str]]
+#: A volume to mount at create: a :class:`VolumeMount` or the wire's
+#: ``{"name": ..., "path": ..., "read_only": ...}``.
+Volume = Union[VolumeMount, Mapping[str, Any]]
 
 
 def normalize_base_url(base_url: str) -> str:
@@ -135,6 +139,21 @@ def mode_param(mode: Union[int, str, None]) -> Union[int, str, None]:
     if isinstance(mode, bool) or not isinstance(mode, int):
         raise TypeError(f"mode must be an int such as 0o644 or an octal string such as '0644', got {mode!r}")
     return mode
+
+
+def volumes_param(volumes: Optional[Sequence[Volume]]) -> Optional[List[Dict[str, Any]]]:
+    """``create``'s ``volumes``: each a :class:`VolumeMount` or a mapping."""
+    if not volumes:
+        return None
+    out: List[Dict[str, Any]] = []
+    for v in volumes:
+        if isinstance(v, VolumeMount):
+            out.append(v.to_json())
+        elif isinstance(v, Mapping):
+            out.append(dict(v))
+        else:
+            raise TypeError(f"a volume must be a VolumeMount or a mapping, got {type(v).__name__}")
+    return out
 
 
 def command_param(cmd: Command) -> Union[str, List[str]]:

@@ -25,6 +25,7 @@ from typing import (
     Mapping,
     Optional,
     Pattern,
+    Sequence,
     TypeVar,
     Union,
 )
@@ -43,7 +44,19 @@ from .errors import (
     SandboxNotFoundError,
     TerminalClosedError,
 )
-from .models import ExecResult, FileEntry, SandboxInfo, TemplateInfo, WriteResult, parse_timestamp
+from .models import (
+    ExecResult,
+    FileEntry,
+    PauseResult,
+    PoolInfo,
+    SandboxInfo,
+    SandboxStats,
+    SnapshotInfo,
+    TemplateInfo,
+    VolumeInfo,
+    WriteResult,
+    parse_timestamp,
+)
 from .terminal import closed_error
 
 __all__ = ["AsyncCapsuleClient", "AsyncCapsule", "AsyncTerminal"]
@@ -132,16 +145,23 @@ class AsyncCapsuleClient:
 
     def create(
         self,
-        template: str = "base",
+        template: Optional[str] = None,
         ttl_ms: Optional[int] = None,
         cpu: Optional[float] = None,
         memory_mb: Optional[int] = None,
         env: Optional[Mapping[str, str]] = None,
         metadata: Optional[Mapping[str, str]] = None,
         network: Optional[Union[str, Mapping[str, Any]]] = None,
+        snapshot: Optional[str] = None,
+        volumes: Optional[Sequence[p.Volume]] = None,
+        disk_mb: Optional[int] = None,
+        auto_pause_ms: Optional[int] = None,
+        pause_on_expiry: Optional[bool] = None,
+        runtime: Optional[str] = None,
     ) -> "_Pending[AsyncCapsule]":
-        """Creates a sandbox. Await it, or use ``async with`` to delete the
-        sandbox when the block ends."""
+        """Creates a sandbox (parameters as in
+        :meth:`capsule_sdk.CapsuleClient.create`). Await it, or use
+        ``async with`` to delete the sandbox when the block ends."""
         params = p.drop_none(
             template=template,
             ttl_ms=ttl_ms,
@@ -150,6 +170,12 @@ class AsyncCapsuleClient:
             env=dict(env) if env else None,
             metadata=dict(metadata) if metadata else None,
             network=network,
+            snapshot=snapshot,
+            volumes=p.volumes_param(volumes),
+            disk_mb=disk_mb,
+            auto_pause_ms=auto_pause_ms,
+            pause_on_expiry=pause_on_expiry,
+            runtime=runtime,
         )
 
         async def create() -> AsyncCapsule:
@@ -171,6 +197,36 @@ class AsyncCapsuleClient:
         """Lists the templates and whether this server can run each."""
         result = await self.call("templates", {})
         return [TemplateInfo.from_json(t) for t in result["templates"]]
+
+    async def pools(self) -> List[PoolInfo]:
+        """Lists the warm pools and how many sandboxes each has ready."""
+        result = await self.call("pools", {})
+        return [PoolInfo.from_json(pool) for pool in result["pools"]]
+
+    async def list_snapshots(self) -> List[SnapshotInfo]:
+        """Lists the snapshots (of this tenant), oldest first."""
+        result = await self.call("listSnapshots", {})
+        return [SnapshotInfo.from_json(s) for s in result["snapshots"]]
+
+    async def delete_snapshot(self, snapshot: str) -> None:
+        """Deletes a snapshot by id or name; see
+        :meth:`capsule_sdk.CapsuleClient.delete_snapshot`."""
+        await self.call("deleteSnapshot", {"snapshot": snapshot})
+
+    async def create_volume(self, name: str, size_mb: int) -> VolumeInfo:
+        """Makes a named persistent volume; see
+        :meth:`capsule_sdk.CapsuleClient.create_volume`."""
+        return VolumeInfo.from_json(await self.call("createVolume", {"name": name, "size_mb": size_mb}))
+
+    async def list_volumes(self) -> List[VolumeInfo]:
+        """Lists the volumes (of this tenant)."""
+        result = await self.call("listVolumes", {})
+        return [VolumeInfo.from_json(v) for v in result["volumes"]]
+
+    async def delete_volume(self, name: str) -> None:
+        """Deletes a volume and its files; refused while a running sandbox
+        mounts it."""
+        await self.call("deleteVolume", {"name": name})
 
 
 class AsyncCapsule:
@@ -281,6 +337,43 @@ class AsyncCapsule:
         result = await self.client.call("setTimeout", {"id": self.id, "ttl_ms": ttl_ms})
         self.expires_at = parse_timestamp(result["expires_at"])
         return self.expires_at
+
+    async def pause(self) -> PauseResult:
+        """Freezes every process of the sandbox; any later call resumes it.
+        See :meth:`capsule_sdk.Capsule.pause`."""
+        result = PauseResult.from_json(await self.client.call("pause", {"id": self.id}))
+        self.expires_at = result.expires_at
+        return result
+
+    async def resume(self) -> PauseResult:
+        """Thaws a paused sandbox ahead of the next call."""
+        result = PauseResult.from_json(await self.client.call("resume", {"id": self.id}))
+        self.expires_at = result.expires_at
+        return result
+
+    async def stats(self) -> SandboxStats:
+        """The sandbox's resource use now, with its limits."""
+        return SandboxStats.from_json(await self.client.call("stats", {"id": self.id}))
+
+    async def snapshot(self, name: Optional[str] = None) -> SnapshotInfo:
+        """Captures the sandbox's files as a snapshot; see
+        :meth:`capsule_sdk.Capsule.snapshot`."""
+        result = await self.client.call("snapshot", p.drop_none(id=self.id, name=name))
+        return SnapshotInfo.from_json(result)
+
+    async def fork(
+        self,
+        count: int = 1,
+        ttl_ms: Optional[int] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+    ) -> List["AsyncCapsule"]:
+        """Makes ``count`` copies of the sandbox; see
+        :meth:`capsule_sdk.Capsule.fork`."""
+        params = p.drop_none(
+            id=self.id, count=count, ttl_ms=ttl_ms, metadata=dict(metadata) if metadata else None
+        )
+        result = await self.client.call("fork", params)
+        return [AsyncCapsule(self.client, s) for s in result["sandboxes"]]
 
     async def delete(self) -> None:
         """Deletes the sandbox and closes the terminals this object opened."""

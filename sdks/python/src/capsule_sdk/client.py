@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime
-from typing import Any, Dict, List, Literal, Mapping, Optional, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
 
 import httpx
 
@@ -15,7 +15,19 @@ from .errors import (
     SandboxExpiredError,
     SandboxNotFoundError,
 )
-from .models import ExecResult, FileEntry, SandboxInfo, TemplateInfo, WriteResult, parse_timestamp
+from .models import (
+    ExecResult,
+    FileEntry,
+    PauseResult,
+    PoolInfo,
+    SandboxInfo,
+    SandboxStats,
+    SnapshotInfo,
+    TemplateInfo,
+    VolumeInfo,
+    WriteResult,
+    parse_timestamp,
+)
 from .terminal import Terminal
 
 __all__ = ["CapsuleClient", "Capsule"]
@@ -99,18 +111,25 @@ class CapsuleClient:
 
     def create(
         self,
-        template: str = "base",
+        template: Optional[str] = None,
         ttl_ms: Optional[int] = None,
         cpu: Optional[float] = None,
         memory_mb: Optional[int] = None,
         env: Optional[Mapping[str, str]] = None,
         metadata: Optional[Mapping[str, str]] = None,
         network: Optional[Union[str, Mapping[str, Any]]] = None,
+        snapshot: Optional[str] = None,
+        volumes: Optional[Sequence[p.Volume]] = None,
+        disk_mb: Optional[int] = None,
+        auto_pause_ms: Optional[int] = None,
+        pause_on_expiry: Optional[bool] = None,
+        runtime: Optional[str] = None,
     ) -> "Capsule":
         """Creates a sandbox and returns it.
 
         Args:
-            template: ``"base"``, ``"python"``, ``"node"``, ... (see :meth:`templates`).
+            template: ``"base"`` (the default), ``"python"``, ``"node"``, ...
+                (see :meth:`templates`). With ``snapshot``, the snapshot's.
             ttl_ms: Time to live; the server deletes the sandbox after it
                 (server default: 10 minutes).
             cpu: CPU cores (fractions allowed).
@@ -120,6 +139,22 @@ class CapsuleClient:
             network: ``"none"`` (default), ``"egress"``, or
                 ``{"mode": "egress", "allow": [...], "secrets": [...]}``
                 (see docs/network.md).
+            snapshot: Start from this snapshot (its id or name, see
+                :meth:`Capsule.snapshot`) instead of empty files. The
+                template is then the snapshot's: leave ``template`` at its
+                default or give the same one.
+            volumes: Volumes to mount, each a
+                :class:`~capsule_sdk.VolumeMount` (or
+                ``{"name", "path", "read_only"}``); see :meth:`create_volume`.
+            disk_mb: Disk limit of the sandbox's own files in MiB (at least
+                16; enforced with btrfs storage).
+            auto_pause_ms: Pause the sandbox after this long without calls
+                (at least 1000); the next call resumes it.
+            pause_on_expiry: At its end time, pause instead of being
+                deleted; a later call resumes it with a fresh time to live.
+            runtime: The isolation backend: ``"native"`` (default) or an OCI
+                runtime the server enabled (``"gvisor"``, ``"runc"``,
+                ``"crun"``).
 
         Use the result as a context manager to delete it when done::
 
@@ -134,6 +169,12 @@ class CapsuleClient:
             env=dict(env) if env else None,
             metadata=dict(metadata) if metadata else None,
             network=network,
+            snapshot=snapshot,
+            volumes=p.volumes_param(volumes),
+            disk_mb=disk_mb,
+            auto_pause_ms=auto_pause_ms,
+            pause_on_expiry=pause_on_expiry,
+            runtime=runtime,
         )
         result = self.call("create", params)
         return Capsule(self, result)
@@ -155,6 +196,49 @@ class CapsuleClient:
         """Lists the templates and whether this server can run each."""
         result = self.call("templates", {})
         return [TemplateInfo.from_json(t) for t in result["templates"]]
+
+    def pools(self) -> List[PoolInfo]:
+        """Lists the warm pools: per template, how many ready sandboxes the
+        server keeps and how many are ready now."""
+        result = self.call("pools", {})
+        return [PoolInfo.from_json(pool) for pool in result["pools"]]
+
+    # -- snapshots ----------------------------------------------------------
+
+    def list_snapshots(self) -> List[SnapshotInfo]:
+        """Lists the snapshots (of this tenant), oldest first. Take one with
+        :meth:`Capsule.snapshot`."""
+        result = self.call("listSnapshots", {})
+        return [SnapshotInfo.from_json(s) for s in result["snapshots"]]
+
+    def delete_snapshot(self, snapshot: str) -> None:
+        """Deletes a snapshot by id or name. Sandboxes made from it keep their
+        files. Raises :class:`~capsule_sdk.InvalidParamsError` when there is
+        no such snapshot."""
+        self.call("deleteSnapshot", {"snapshot": snapshot})
+
+    # -- volumes ------------------------------------------------------------
+
+    def create_volume(self, name: str, size_mb: int) -> VolumeInfo:
+        """Makes a named persistent volume of at most ``size_mb`` MiB, to
+        mount into sandboxes with ``create(volumes=[VolumeMount(name, path)])``.
+
+        ``name`` is 1 to 63 of ``a-z 0-9 . _ -``. Raises
+        :class:`~capsule_sdk.AlreadyExistsError` if the name is taken.
+        """
+        result = self.call("createVolume", {"name": name, "size_mb": size_mb})
+        return VolumeInfo.from_json(result)
+
+    def list_volumes(self) -> List[VolumeInfo]:
+        """Lists the volumes (of this tenant)."""
+        result = self.call("listVolumes", {})
+        return [VolumeInfo.from_json(v) for v in result["volumes"]]
+
+    def delete_volume(self, name: str) -> None:
+        """Deletes a volume and its files. Raises
+        :class:`~capsule_sdk.InvalidParamsError` when there is no such volume
+        or a running sandbox mounts it (``data["used_by"]`` lists them)."""
+        self.call("deleteVolume", {"name": name})
 
 
 class Capsule:
@@ -302,6 +386,65 @@ class Capsule:
         result = self.client.call("setTimeout", {"id": self.id, "ttl_ms": ttl_ms})
         self.expires_at = parse_timestamp(result["expires_at"])
         return self.expires_at
+
+    def pause(self) -> PauseResult:
+        """Freezes every process of the sandbox; its memory, files and
+        processes stay as they are. Any later call that needs the sandbox
+        (exec, files, terminal) resumes it. Pausing a paused sandbox does
+        nothing."""
+        result = PauseResult.from_json(self.client.call("pause", {"id": self.id}))
+        self.expires_at = result.expires_at
+        return result
+
+    def resume(self) -> PauseResult:
+        """Thaws a paused sandbox ahead of the next call (calls resume it
+        anyway). Resuming a running sandbox does nothing."""
+        result = PauseResult.from_json(self.client.call("resume", {"id": self.id}))
+        self.expires_at = result.expires_at
+        return result
+
+    def stats(self) -> SandboxStats:
+        """The sandbox's resource use now (CPU time, memory, processes,
+        disk), with its limits."""
+        return SandboxStats.from_json(self.client.call("stats", {"id": self.id}))
+
+    # -- snapshots and forks ------------------------------------------------
+
+    def snapshot(self, name: Optional[str] = None) -> SnapshotInfo:
+        """Captures the sandbox's files (not its memory or processes) as a
+        snapshot to create new sandboxes from
+        (``client.create(snapshot=...)``). The sandbox is frozen for the
+        moment of the capture, then goes on.
+
+        Args:
+            name: A name to create from, unique among the snapshots: 1 to 63
+                of ``a-z 0-9 . _ -``. Raises
+                :class:`~capsule_sdk.AlreadyExistsError` if it is taken.
+        """
+        result = self.client.call("snapshot", p.drop_none(id=self.id, name=name))
+        return SnapshotInfo.from_json(result)
+
+    def fork(
+        self,
+        count: int = 1,
+        ttl_ms: Optional[int] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+    ) -> List["Capsule"]:
+        """Makes ``count`` (1 to 64) new sandboxes whose files start as
+        copies of this one's now, with the same template, limits,
+        environment, metadata and volumes. All or nothing.
+
+        Args:
+            count: How many copies.
+            ttl_ms: Time to live of the copies (default: this sandbox's
+                remaining time).
+            metadata: Added to this sandbox's metadata on each copy.
+        """
+        params = p.drop_none(
+            id=self.id, count=count, ttl_ms=ttl_ms, metadata=dict(metadata) if metadata else None
+        )
+        result = self.client.call("fork", params)
+        return [Capsule(self.client, s) for s in result["sandboxes"]]
 
     def delete(self) -> None:
         """Deletes the sandbox (its processes and files) and closes the

@@ -4,7 +4,7 @@
 // started here is ever signalled.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,6 +52,15 @@ export async function portIsFree(port) {
     return false;
   }
 }
+
+/**
+ * Snapshots, forks, volumes and disk limits need btrfs storage, which needs
+ * root. As root, ask for it outright: `--storage auto` would quietly fall
+ * back to plain directories when btrfs cannot be set up (and those tests
+ * would fail far from the cause), while `--storage btrfs` makes the server
+ * refuse to start and say why.
+ */
+export const STORAGE_ARGS = process.getuid?.() === 0 ? ['--storage', 'btrfs'] : [];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -136,6 +145,7 @@ export class CapsuleServer {
     if (proc.exitCode === null && proc.signalCode === null) {
       try {
         for (const id of await this.sandboxIds()) await this.rpc('sandbox.v1.delete', { id });
+        await this.drainPools();
       } catch {
         // best effort
       }
@@ -145,6 +155,24 @@ export class CapsuleServer {
       clearTimeout(timer);
     }
     this.cleanupDir();
+  }
+
+  /**
+   * Empties the warm pools (`--pool`) and waits for their sandboxes to go.
+   * Pooled sandboxes are not listed, so deleting the listed ones misses
+   * them, and a server stopped with sandboxes left keeps them running (and
+   * its storage mounted) for its next start.
+   */
+  async drainPools(waitMs = 30_000) {
+    const pools = (await this.rpc('sandbox.v1.pools', {})).result?.pools ?? [];
+    if (pools.length === 0) return;
+    for (const pool of pools) await this.rpc('admin.v1.setPool', { template: pool.template, size: 0 });
+    const sandboxes = join(this.stateDir, 'native', 'sandboxes');
+    const deadline = Date.now() + waitMs;
+    while (Date.now() < deadline) {
+      if (!existsSync(sandboxes) || readdirSync(sandboxes).length === 0) return;
+      await sleep(100);
+    }
   }
 
   cleanupDir() {
