@@ -963,21 +963,45 @@ impl Engine {
     /// Stops supervising sandboxes without stopping them (they keep
     /// running; a restarted server re-attaches) and lets the backend release
     /// what it holds for itself.
+    ///
+    /// Unclaimed warm-pool sandboxes are the exception: they hold nothing of
+    /// anyone's and no client can see them, so they go with the server (the
+    /// next start makes new ones) instead of running on unsupervised.
     pub async fn shutdown(&self) {
+        // No refill from here on (the pool sizes stay stored for the next start).
+        self.pools.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.wait_for_creates().await;
+        let pooled: Vec<SandboxId> = self
+            .live_records()
+            .into_iter()
+            .filter(|r| r.extra.pooled && r.tenant == crate::pools::POOL_TENANT)
+            .map(|r| r.id)
+            .collect();
+        for id in pooled {
+            if let Err(e) = self.delete_any(id).await {
+                tracing::warn!(sandbox = %id, "deleting a pooled sandbox at shutdown failed: {}", e.message);
+            }
+        }
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.runtime.shutdown().await;
     }
 
-    /// Ends every sandbox (pooled ones and ones still being created
-    /// included) and whatever any of them left on the host, then shuts
-    /// down: for an embedded engine whose sandboxes must not outlive it.
-    pub async fn shutdown_destroying_all(&self) {
+    /// Waits (up to 30 s) for creates in flight to finish.
+    async fn wait_for_creates(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while *self.creating.lock().unwrap_or_else(|p| p.into_inner()) > 0
             && std::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Ends every sandbox (pooled ones and ones still being created
+    /// included) and whatever any of them left on the host, then shuts
+    /// down: for an embedded engine whose sandboxes must not outlive it.
+    pub async fn shutdown_destroying_all(&self) {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.wait_for_creates().await;
         let ids: Vec<SandboxId> = {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             let ids = live.keys().copied().collect();

@@ -17,7 +17,7 @@ use crate::store::SandboxExtra;
 use crate::tenancy::Principal;
 
 /// The tenant pooled sandboxes are recorded under until claimed.
-const POOL_TENANT: &str = "";
+pub(crate) const POOL_TENANT: &str = "";
 /// A pooled sandbox lives this long before it is replaced by a fresh one.
 const POOLED_TTL_MS: u64 = 3_600_000;
 

@@ -101,12 +101,26 @@ impl Runtime for Runtimes {
             return Ok(backend.name());
         }
         let available = self.names().join(", ");
+        let exists = name == "native"
+            || crate::oci::OciFlavor::ALL
+                .iter()
+                .any(|f| f.runtime_name() == name);
         Err(match self.unavailable.get(name) {
             Some(why) => format!("runtime {name:?} is not available on this server: {why}"),
-            None => format!(
+            None if exists => format!(
                 "runtime {name:?} is not enabled on this server (enabled: {available}; start \
                  the server with `--runtimes native,{name}` to add it)"
             ),
+            None => {
+                let known: Vec<&str> = std::iter::once("native")
+                    .chain(crate::oci::OciFlavor::ALL.iter().map(|f| f.runtime_name()))
+                    .collect();
+                format!(
+                    "there is no runtime {name:?}: Capsule's runtimes are {} (enabled on this \
+                     server: {available})",
+                    known.join(", ")
+                )
+            }
         })
     }
 
@@ -297,11 +311,18 @@ mod tests {
         assert_eq!(rts.select(Some("runsc")), Ok("gvisor"));
         let err = rts.select(Some("crun")).unwrap_err();
         assert!(err.contains("not installed"), "{err}");
-        let err = rts.select(Some("bogus")).unwrap_err();
+        let err = rts.select(Some("runc")).unwrap_err();
         assert!(
-            err.contains("\"bogus\"") && err.contains("--runtimes"),
+            err.contains("\"runc\"") && err.contains("--runtimes native,runc"),
             "{err}"
         );
+        // A name no build of Capsule has is not suggested for `--runtimes`.
+        let err = rts.select(Some("bogus")).unwrap_err();
+        assert!(
+            err.contains("no runtime \"bogus\"") && !err.contains("--runtimes"),
+            "{err}"
+        );
+        assert!(err.contains("gvisor, runc, crun"), "{err}");
         assert_eq!(rts.names(), vec!["native", "gvisor"]);
     }
 

@@ -441,6 +441,30 @@ fn warm_pools_hand_out_ready_sandboxes() {
 }
 
 #[test]
+fn a_stopped_server_takes_its_unclaimed_pool_along_and_refills_on_start() {
+    let mut server = Server::start_with(&["--pool", "base=2"]);
+    let ready =
+        |server: &Server| server.ok("sandbox.v1.pools", json!({}))["pools"][0]["ready"] == 2;
+    assert!(eventually(Duration::from_secs(30), || ready(&server)));
+    let claimed = server.create("base");
+    server.sh(&claimed, "echo kept > /workspace/f");
+    // A graceful stop ends the pooled sandboxes; the claimed one runs on.
+    server.stop();
+    let left = server.sandbox_dirs();
+    assert_eq!(
+        left,
+        vec![claimed.clone()],
+        "only the claimed sandbox stays"
+    );
+    server.restart();
+    assert_eq!(server.sh(&claimed, "cat /workspace/f")["stdout"], "kept\n");
+    assert!(eventually(Duration::from_secs(30), || ready(&server)));
+    // And with nothing claimed left, stopping leaves nothing at all.
+    server.ok("sandbox.v1.delete", json!({"id": claimed}));
+    server.shutdown_and_check_clean();
+}
+
+#[test]
 fn a_sandbox_whose_agent_stops_answering_is_failed() {
     let server = Server::start_with(&["--health-interval-ms", "300"]);
     let id = server.create("base");
