@@ -192,7 +192,7 @@ pub struct VolumeMountParam {
     /// The volume's name (see `createVolume`).
     pub name: String,
     /// Where it appears in the sandbox: an absolute path, not `/` and not
-    /// under `/proc`, `/sys`, `/dev` or `/tmp`.
+    /// under `/proc`, `/sys`, `/dev`, `/tmp` or `/run/capsule`.
     pub path: String,
     #[serde(default)]
     pub read_only: bool,

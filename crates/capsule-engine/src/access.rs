@@ -52,7 +52,7 @@ impl Engine {
         let now = now_millis();
         self.live_records()
             .into_iter()
-            .find(|r| self.end_of(r) > now && !r.tokens.envd.is_empty() && matches(&r.tokens))
+            .find(|r| !self.is_over(r, now) && !r.tokens.envd.is_empty() && matches(&r.tokens))
             .and_then(|r| self.access_any(r.id).ok())
     }
 
@@ -62,7 +62,7 @@ impl Engine {
         let mut records: Vec<SandboxRecord> = self
             .live_records()
             .into_iter()
-            .filter(|r| self.end_of(r) > now && who.sees(&r.tenant) && !r.extra.pooled)
+            .filter(|r| !self.is_over(r, now) && who.sees(&r.tenant) && !r.extra.pooled)
             .collect();
         records.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         records

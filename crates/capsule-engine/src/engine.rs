@@ -242,7 +242,7 @@ impl Engine {
             .map_err(from_store)?;
         for rec in records {
             let id = rec.id;
-            if rec.state == SandboxState::Running && self.end_of(&rec) > now {
+            if rec.state == SandboxState::Running && !self.is_over(&rec, now) {
                 match self.runtime.attach(id).await {
                     Ok(Some(attached)) => {
                         tracing::info!(sandbox = %id, "re-attached after restart");
@@ -688,7 +688,7 @@ impl Engine {
                 {
                     Self::expired(id, &rec)
                 }
-                SandboxState::Running if self.end_of(&rec) <= now_millis() => {
+                SandboxState::Running if self.is_over(&rec, now_millis()) => {
                     Self::expired(id, &rec)
                 }
                 // Being deleted: for its callers it is gone already.
@@ -723,7 +723,7 @@ impl Engine {
             .get(&id)
             .cloned();
         match live {
-            Some(l) if self.end_of(&l.record()) > now_millis() => Ok(l),
+            Some(l) if !self.is_over(&l.record(), now_millis()) => Ok(l),
             _ => Err(self.not_running(id)),
         }
     }
@@ -811,7 +811,7 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .map(|l| l.record())
-            .filter(|r| self.end_of(r) > now && matches(r))
+            .filter(|r| !self.is_over(r, now) && matches(r))
             .map(|r| Self::info(&r))
             .collect();
         for rec in self

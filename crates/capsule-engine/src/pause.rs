@@ -31,6 +31,13 @@ impl Engine {
         }
     }
 
+    /// Whether `rec`'s time is up at `now`. A running sandbox that pauses at
+    /// its end is not: until the reaper has paused it, it is on its way to
+    /// being paused, not gone.
+    pub(crate) fn is_over(&self, rec: &SandboxRecord, now: UnixMillis) -> bool {
+        self.end_of(rec) <= now && !(rec.extra.pause_on_expiry && rec.paused_at.is_none())
+    }
+
     fn pause_result(rec: &SandboxRecord) -> PauseResult {
         PauseResult {
             id: rec.id,

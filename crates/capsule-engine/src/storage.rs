@@ -243,10 +243,18 @@ impl Engine {
         let source = live.record();
         let ttl = match p.ttl_ms {
             Some(t) => self.ttl(Some(t))?,
-            // What the source has left; a paused source's clock may have
-            // stopped at its pause.
+            // What the source has left, as a resume would count it: from
+            // its pause when the clock stops while paused; a paused source
+            // at (or past) its end would come back with a fresh life, and
+            // so do its forks.
             None => {
-                (source.expires_at - source.paused_at.unwrap_or_else(now_millis)).max(1000) as u64
+                let clock_stopped_at = source.paused_at.filter(|_| self.config.pause_stops_ttl);
+                let left = source.expires_at - clock_stopped_at.unwrap_or_else(now_millis);
+                if source.paused_at.is_some() && left <= 1000 {
+                    self.ttl(None)?
+                } else {
+                    left.max(1000) as u64
+                }
             }
         };
         self.check_sandbox_quota(
@@ -283,6 +291,7 @@ impl Engine {
                     forked_from: Some(p.id.to_string()),
                     disk_mb: source.extra.disk_mb,
                     auto_pause_ms: source.extra.auto_pause_ms,
+                    pause_on_expiry: source.extra.pause_on_expiry,
                     ..SandboxExtra::default()
                 },
                 volumes: volumes.clone(),

@@ -127,6 +127,44 @@ fn forks_are_independent_copies() {
     server.shutdown_and_check_clean();
 }
 
+fn expires_at(server: &Server, id: &str) -> i64 {
+    let info = server.ok("sandbox.v1.get", json!({"id": id}));
+    capsule_api::timefmt::parse_rfc3339(info["expires_at"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn forks_of_a_paused_sandbox_get_the_time_it_really_has_left() {
+    // The clock runs while paused: a fork gets what the source has left now.
+    let server = Server::start_with(&["--paused-ttl", "run"]);
+    let source = server.ok(
+        "sandbox.v1.create",
+        json!({"template": "base", "ttl_ms": 60_000, "pause_on_expiry": true}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.ok("sandbox.v1.pause", json!({"id": source}));
+    std::thread::sleep(Duration::from_millis(2500));
+    let fork = server.ok("sandbox.v1.fork", json!({"id": source}))["sandboxes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (src, forked) = (expires_at(&server, &source), expires_at(&server, &fork));
+    assert!(
+        forked <= src + 1000,
+        "the fork ends at {forked}, after its source's {src}"
+    );
+    // Copies inherit pausing at expiry: at its end the fork pauses.
+    server.ok("sandbox.v1.setTimeout", json!({"id": fork, "ttl_ms": 1000}));
+    assert!(
+        eventually(Duration::from_secs(15), || state(&server, &fork)
+            == "paused"),
+        "the fork did not pause at its expiry: {}",
+        state(&server, &fork)
+    );
+    server.shutdown_and_check_clean();
+}
+
 #[test]
 fn volumes_persist_and_are_shared_read_only() {
     let mut server = Server::start();

@@ -138,7 +138,7 @@ export interface CreateOptions {
 export interface VolumeMount {
   /** The volume's name. */
   name: string;
-  /** Where it appears: an absolute path, not `/` and not under `/proc`, `/sys`, `/dev` or `/tmp`. */
+  /** Where it appears: an absolute path, not `/` and not under `/proc`, `/sys`, `/dev`, `/tmp` or `/run/capsule`. */
   path: string;
   /** Mount it read-only (default false), the safe way to share one volume. */
   readOnly?: boolean;

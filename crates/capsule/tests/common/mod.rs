@@ -387,7 +387,7 @@ impl Server {
     pub fn shutdown_and_check_clean(mut self) {
         let list = self.ok("sandbox.v1.list", json!({}));
         for sb in list["sandboxes"].as_array().unwrap() {
-            if sb["state"] == "running" {
+            if sb["state"] == "running" || sb["state"] == "paused" {
                 self.ok("sandbox.v1.delete", json!({"id": sb["id"]}));
             }
         }

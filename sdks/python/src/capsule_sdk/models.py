@@ -222,7 +222,7 @@ class VolumeMount:
     Attributes:
         name: The volume's name (see ``create_volume``).
         path: Where it appears in the sandbox: an absolute path, not ``/``
-            and not under ``/proc``, ``/sys``, ``/dev`` or ``/tmp``.
+            and not under ``/proc``, ``/sys``, ``/dev``, ``/tmp`` or ``/run/capsule``.
         read_only: Mount it read-only (the safe way to share one volume).
     """
 
