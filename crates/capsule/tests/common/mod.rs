@@ -471,6 +471,14 @@ impl Drop for Server {
             }
         }
         self.stop();
+        // Paused sandboxes are frozen, and a frozen process does not die of
+        // SIGKILL until it is thawed.
+        for parent in self.cgroup_parents() {
+            for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                let _ = std::fs::write(child.path().join("freezer.state"), "THAWED");
+                let _ = std::fs::write(child.path().join("cgroup.freeze"), "0");
+            }
+        }
         for dir in self.sandbox_dirs() {
             let pid_file = self
                 .state
