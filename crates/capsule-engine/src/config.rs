@@ -23,6 +23,8 @@ pub struct EngineConfig {
     /// How long records of ended sandboxes are kept (for `sandbox_expired`
     /// answers and failure reasons).
     pub ended_retention_ms: u64,
+    /// How long audit entries are kept (0: for ever).
+    pub audit_retention_ms: u64,
     /// The operator's API keys (admins of the default tenant). With none,
     /// and none made through the admin API, the server is open.
     pub api_keys: Vec<String>,
@@ -81,6 +83,7 @@ impl Default for EngineConfig {
             output_limit_bytes: 10 << 20,
             max_file_bytes: 64 << 20,
             ended_retention_ms: 3_600_000,
+            audit_retention_ms: 30 * 24 * 3_600_000,
             api_keys: Vec::new(),
             rate_limit_per_min: None,
             default_disk_mb: Some(10 * 1024),

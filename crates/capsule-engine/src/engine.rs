@@ -1049,6 +1049,12 @@ async fn reap_loop(engine: std::sync::Weak<Engine>) {
             if let Err(err) = e.store.purge_ended(cutoff) {
                 tracing::warn!("purging old records: {err}");
             }
+            if e.config.audit_retention_ms > 0 {
+                let cutoff = now_millis() - e.config.audit_retention_ms as i64;
+                if let Err(err) = e.store.purge_audit(cutoff) {
+                    tracing::warn!("purging old audit entries: {err}");
+                }
+            }
         }
         let wake = e.reaper_wake.clone();
         drop(e);

@@ -633,6 +633,13 @@ impl Store {
         Ok(())
     }
 
+    /// Removes audit entries older than `before`; returns how many.
+    pub fn purge_audit(&self, before: UnixMillis) -> Result<usize> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM audit WHERE at < ?1", params![before])?)
+    }
+
     /// Audit entries, newest first.
     pub fn audit(
         &self,
@@ -892,6 +899,28 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn old_audit_entries_are_purged_and_recent_ones_kept() {
+        let store = Store::in_memory().unwrap();
+        for at in [1000, 2000, 3000] {
+            store
+                .insert_audit(&AuditRecord {
+                    at,
+                    tenant: "acme".into(),
+                    key_id: None,
+                    action: "sandbox.v1.exec".into(),
+                    target: Some("abc12345".into()),
+                    outcome: "ok".into(),
+                })
+                .unwrap();
+        }
+        assert_eq!(store.purge_audit(2500).unwrap(), 2);
+        let left = store.audit(None, 0, 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].at, 3000);
+        assert_eq!(store.purge_audit(2500).unwrap(), 0);
     }
 
     #[test]

@@ -328,6 +328,9 @@ pub struct EngineArgs {
     /// How often every sandbox's agent is health-checked, in ms (0: never).
     #[arg(long, default_value_t = 10_000)]
     pub health_interval_ms: u64,
+    /// How long audit log entries are kept, in days (0: for ever).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=36_500))]
+    pub audit_retention_days: u64,
 }
 
 fn parse_storage(s: &str) -> Result<capsule_runtime::native::StorageMode, String> {

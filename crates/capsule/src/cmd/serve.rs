@@ -194,6 +194,7 @@ pub(crate) async fn start_engine(
         pause_stops_ttl: e.paused_ttl == "stop",
         max_paused_ms: e.max_paused_ms,
         health_interval_ms: e.health_interval_ms,
+        audit_retention_ms: e.audit_retention_days * 24 * 3_600_000,
         pools: e.pool.clone(),
         ..EngineConfig::default()
     };
