@@ -42,7 +42,16 @@ pub fn sandbox_path(path: &str) -> Result<String, ApiError> {
             p => parts.push(p),
         }
     }
-    Ok(format!("/{}", parts.join("/")))
+    let resolved = format!("/{}", parts.join("/"));
+    // A relative path gains the workspace prefix: the result must still be
+    // one the API takes back.
+    if resolved.len() > 4096 {
+        return Err(ApiError::invalid_params(format!(
+            "`path` resolves to {} bytes; the limit is 4096",
+            resolved.len()
+        )));
+    }
+    Ok(resolved)
 }
 
 #[cfg(test)]
@@ -60,6 +69,21 @@ mod tests {
         assert_eq!(sandbox_path("/etc//passwd").unwrap(), "/etc/passwd");
         assert_eq!(sandbox_path("../etc/passwd").unwrap(), "/etc/passwd");
         assert_eq!(sandbox_path("/").unwrap(), "/");
+    }
+
+    #[test]
+    fn a_relative_path_may_not_resolve_past_the_length_limit() {
+        // 4090 bytes are fine as given, but not with `/workspace/` in front:
+        // the answer would be a path the API refuses to take back.
+        let long = "a".repeat(4090);
+        let e = sandbox_path(&long).unwrap_err();
+        assert!(
+            e.message.contains("resolves to 4101 bytes"),
+            "{}",
+            e.message
+        );
+        let fits = "a".repeat(4085);
+        assert_eq!(sandbox_path(&fits).unwrap().len(), 4096);
     }
 
     #[test]

@@ -58,6 +58,17 @@ fn model(path: &str) -> Result<String, &'static str> {
     } else {
         format!("{WORKSPACE}/{path}")
     };
+    let resolved = clean(&joined)?;
+    if resolved.len() > 4096 {
+        return Err("invalid");
+    }
+    Ok(resolved)
+}
+
+/// `joined` (absolute) with `.`, `..` and empty components resolved, or
+/// "outside" when `..` climbs above `/`. No length limit: that belongs to
+/// the caller's input, not to a path built from a clean one.
+fn clean(joined: &str) -> Result<String, &'static str> {
     let mut depth: Vec<&str> = Vec::new();
     for part in joined.split('/') {
         match part {
@@ -102,7 +113,7 @@ fn run(input: &[u8]) -> Result<u64, String> {
             // Joined under any root, it stays there.
             let root = "/srv/sandboxes/abcd1234/root";
             let joined = format!("{root}{out}");
-            ensure(model(&joined).is_ok_and(|j| j.starts_with(root)), || {
+            ensure(clean(&joined).is_ok_and(|j| j.starts_with(root)), || {
                 format!("{out:?} leaves {root}")
             })?;
             Ok(sig(("ok", out.matches('/').count().min(16))))
