@@ -203,9 +203,14 @@ pub struct Session {
 }
 
 impl Session {
-    /// Deletes the default sandbox if this session made it. Idempotent.
+    /// Deletes the default sandbox if this session made it. Idempotent, and
+    /// a second call returns only once the first has finished: a stdio
+    /// session ends both when its handler is dropped (a spawned task) and
+    /// explicitly before the process exits, and the process must not exit
+    /// while the delete is still on its way.
     pub async fn end(&self) {
-        let taken = self.default.lock().await.take();
+        let mut slot = self.default.lock().await;
+        let taken = slot.take();
         let principal = self
             .fixed
             .clone()
@@ -231,6 +236,7 @@ impl Session {
                 }
             }
         }
+        drop(slot);
     }
 
     fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Caller, ToolError> {
