@@ -71,6 +71,9 @@ pub struct Engine {
     live: Mutex<HashMap<SandboxId, Arc<Live>>>,
     /// Ids being created, counted against the capacity.
     creating: Mutex<usize>,
+    /// Set (under the `creating` lock) when the engine shuts down: warm
+    /// pools make no more sandboxes.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
     templates: RwLock<BTreeMap<String, TemplateEntry>>,
     pub(crate) reaper_wake: Arc<Notify>,
     pub(crate) keys: crate::tenancy::Keys,
@@ -144,6 +147,7 @@ impl Engine {
             runtime,
             live: Mutex::new(HashMap::new()),
             creating: Mutex::new(0),
+            closing: std::sync::atomic::AtomicBool::new(false),
             templates: RwLock::new(BTreeMap::new()),
             reaper_wake: Arc::new(Notify::new()),
             pools: Mutex::new(BTreeMap::new()),
@@ -559,6 +563,12 @@ impl Engine {
         // Capacity, counted with the ones being created.
         {
             let mut creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            if plan.extra.pooled && self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    "the server is shutting down",
+                ));
+            }
             // Unclaimed pooled sandboxes never block a create: only a pool's
             // own refills count them, so the server may run at most the
             // pools' sizes beyond the limit.
@@ -969,7 +979,6 @@ impl Engine {
     /// next start makes new ones) instead of running on unsupervised.
     pub async fn shutdown(&self) {
         // No refill from here on (the pool sizes stay stored for the next start).
-        self.pools.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.wait_for_creates().await;
         let pooled: Vec<SandboxId> = self
             .live_records()
@@ -986,8 +995,15 @@ impl Engine {
         self.runtime.shutdown().await;
     }
 
-    /// Waits (up to 30 s) for creates in flight to finish.
+    /// Stops the warm pools for good (no refill starts after this), then
+    /// waits (up to 30 s) for creates in flight to finish.
     async fn wait_for_creates(&self) {
+        {
+            let _creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+            self.closing
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.pools.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while *self.creating.lock().unwrap_or_else(|p| p.into_inner()) > 0
             && std::time::Instant::now() < deadline
@@ -1000,7 +1016,6 @@ impl Engine {
     /// included) and whatever any of them left on the host, then shuts
     /// down: for an embedded engine whose sandboxes must not outlive it.
     pub async fn shutdown_destroying_all(&self) {
-        self.pools.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.wait_for_creates().await;
         let ids: Vec<SandboxId> = {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());

@@ -169,6 +169,9 @@ impl Engine {
     pub(crate) async fn keep_pools(engine: std::sync::Weak<Engine>) {
         loop {
             let Some(e) = engine.upgrade() else { return };
+            if e.closing.load(Ordering::SeqCst) {
+                return;
+            }
             let wake = e.pool_wake.clone();
             let targets = e.pools.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let mut made_one = false;

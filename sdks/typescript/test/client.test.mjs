@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { Capsule, CapsuleClient, SandboxExpiredError, SandboxNotFoundError, VERSION } from '../dist/index.js';
-import { CapsuleServer } from './helpers/server.mjs';
+import { CapsuleServer, withSandbox } from './helpers/server.mjs';
 
 const OUTPUT_LIMIT = 64 << 10;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -22,14 +22,7 @@ after(async () => {
 });
 
 /** Runs `fn` with a fresh sandbox and deletes it afterwards. */
-async function withCapsule(options, fn) {
-  const capsule = await client.create(options);
-  try {
-    return await fn(capsule);
-  } finally {
-    await capsule.delete().catch(() => {});
-  }
-}
+const withCapsule = (options, fn) => withSandbox(client, options, fn);
 
 describe('client', () => {
   it('reports health', async () => {

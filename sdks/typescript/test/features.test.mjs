@@ -21,7 +21,7 @@ import {
   UnauthorizedError,
   UnsupportedError,
 } from '../dist/index.js';
-import { CapsuleServer, STORAGE_ARGS } from './helpers/server.mjs';
+import { CapsuleServer, STORAGE_ARGS, withSandbox } from './helpers/server.mjs';
 
 const MIB = 1 << 20;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -41,14 +41,7 @@ after(async () => {
 });
 
 /** Runs `fn` with a fresh sandbox and deletes it afterwards. */
-async function withCapsule(options, fn) {
-  const capsule = await client.create(options);
-  try {
-    return await fn(capsule);
-  } finally {
-    await capsule.delete().catch(() => {});
-  }
-}
+const withCapsule = (options, fn) => withSandbox(client, options, fn);
 
 /** A sandbox that was deleted. */
 async function goneCapsule() {

@@ -581,6 +581,19 @@ pub const LAUNCHER_ARG: &str = "__sandbox-init";
 /// The argument that selects the remover in the `capsule` binary.
 pub const REMOVER_ARG: &str = "__sandbox-rm";
 
+/// `program ARG` (a launcher or remover) with an empty environment and
+/// piped standard streams, killed if its handle is dropped.
+pub(crate) fn helper_command(program: &std::path::Path, arg: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.arg(arg)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
 /// Runs the launcher or remover when this process was started as one.
 /// Call first thing in `main`, before any thread exists.
 pub fn dispatch_helpers() {

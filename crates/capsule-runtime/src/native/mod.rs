@@ -18,7 +18,6 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -445,13 +444,7 @@ impl NativeRuntime {
             mapping: self.mapping.clone(),
             path: dir.to_path_buf(),
         };
-        let mut child = tokio::process::Command::new(&self.opts.launcher)
-            .arg(init::REMOVER_ARG)
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
+        let mut child = init::helper_command(&self.opts.launcher, init::REMOVER_ARG)
             .spawn()
             .map_err(io_ctx("starting the remover"))?;
         let mut stdin = child.stdin.take().expect("piped");

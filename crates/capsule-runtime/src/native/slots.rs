@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, Weak};
 
 use capsule_sys::cgroup::{Cgroups, Limits, SandboxCgroup};
@@ -44,14 +43,7 @@ async fn prepare(
     // start): done off the async threads, so requests in flight go on.
     let program = launcher.to_path_buf();
     let mut child = tokio::task::spawn_blocking(move || {
-        tokio::process::Command::new(&program)
-            .arg(init::LAUNCHER_ARG)
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+        init::helper_command(&program, init::LAUNCHER_ARG).spawn()
     })
     .await
     .map_err(|e| format!("starting the launcher: {e}"))?

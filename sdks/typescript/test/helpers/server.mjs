@@ -60,6 +60,16 @@ export async function portIsFree(port) {
  * would fail far from the cause), while `--storage btrfs` makes the server
  * refuse to start and say why.
  */
+/** Runs `fn` with a fresh sandbox of `client` and deletes it afterwards. */
+export async function withSandbox(client, options, fn) {
+  const capsule = await client.create(options);
+  try {
+    return await fn(capsule);
+  } finally {
+    await capsule.delete().catch(() => {});
+  }
+}
+
 export const STORAGE_ARGS = process.getuid?.() === 0 ? ['--storage', 'btrfs'] : [];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
