@@ -163,17 +163,7 @@ impl NativeRuntime {
                 .and_then(|c| c.prepare().map(|()| c))
             {
                 Ok(c) => {
-                    let have = c.controllers();
-                    let missing: Vec<&str> = ["memory", "cpu", "pids"]
-                        .into_iter()
-                        .filter(|c| !have.contains(*c))
-                        .collect();
-                    if !missing.is_empty() {
-                        warnings.push(format!(
-                            "cgroup controllers {} are not available: those limits are not enforced",
-                            missing.join(", ")
-                        ));
-                    }
+                    warnings.extend(c.missing_limits_warning());
                     Some(c)
                 }
                 Err(e) => {

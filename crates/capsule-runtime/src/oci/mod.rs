@@ -192,17 +192,7 @@ impl OciRuntime {
 
         let cgroups = match CgroupLayout::detect(&format!("capsule-oci-{instance}")) {
             Ok(c) => {
-                let have = c.cgroups.controllers();
-                let missing: Vec<&str> = ["memory", "cpu", "pids"]
-                    .into_iter()
-                    .filter(|c| !have.contains(*c))
-                    .collect();
-                if !missing.is_empty() {
-                    warnings.push(format!(
-                        "cgroup controllers {} are not available: those limits are not enforced",
-                        missing.join(", ")
-                    ));
-                }
+                warnings.extend(c.cgroups.missing_limits_warning());
                 Some(c)
             }
             Err(e) => {

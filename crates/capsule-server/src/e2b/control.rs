@@ -181,38 +181,48 @@ pub(crate) async fn create(
     }
 }
 
+/// The id and `{timeout}` body of a connect or resume, with the sandbox
+/// resumed (a no-op for a running one).
+async fn resumed(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    bytes: &[u8],
+) -> Result<(SandboxId, Timeout), Response> {
+    let id = parse_id(id).map_err(|r| *r)?;
+    let req: Timeout = body(bytes).map_err(|r| *r)?;
+    state.engine.resume(who, id).await.map_err(api_error)?;
+    Ok((id, req))
+}
+
 pub(crate) async fn connect(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
-    let req: Timeout = match body(&bytes) {
-        Ok(r) => r,
-        Err(resp) => return *resp,
-    };
     // Connecting to a paused sandbox resumes it.
-    if let Err(e) = state.engine.resume(&who, id).await {
-        return api_error(e);
-    }
-    let access = match state.engine.access(&who, id) {
-        Ok(a) => a,
-        Err(e) => return api_error(e),
+    let (id, req) = match resumed(&state, &who, &id, &bytes).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
     // Connecting with a timeout never shortens the sandbox's life.
     if let Some(t) = req.timeout {
+        let ends_at = match state.engine.access(&who, id) {
+            Ok(a) => a.record.expires_at,
+            Err(e) => return api_error(e),
+        };
         let wanted = now_millis() + (t as i64).saturating_mul(1000);
-        if wanted > access.record.expires_at
+        if wanted > ends_at
             && let Err(e) = state.engine.set_timeout(&who, id, t.saturating_mul(1000))
         {
             return api_error(e);
         }
     }
-    (StatusCode::OK, Json(sandbox_answer(&access))).into_response()
+    match state.engine.access(&who, id) {
+        Ok(a) => (StatusCode::OK, Json(sandbox_answer(&a))).into_response(),
+        Err(e) => api_error(e),
+    }
 }
 
 /// Decodes `%XX` and `+` (form encoding).
@@ -575,17 +585,10 @@ pub(crate) async fn resume(
     Path(id): Path<String>,
     bytes: axum::body::Bytes,
 ) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
-    let req: Timeout = match body(&bytes) {
+    let (id, req) = match resumed(&state, &who, &id, &bytes).await {
         Ok(r) => r,
-        Err(resp) => return *resp,
+        Err(resp) => return resp,
     };
-    if let Err(e) = state.engine.resume(&who, id).await {
-        return api_error(e);
-    }
     if let Some(t) = req.timeout
         && let Err(e) = state.engine.set_timeout(&who, id, t.saturating_mul(1000))
     {

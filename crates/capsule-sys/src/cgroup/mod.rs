@@ -137,6 +137,22 @@ impl Cgroups {
     }
 
     /// The controllers available across all hierarchies.
+    /// A warning naming the limit controllers (memory, cpu, pids) this host
+    /// lacks, if any.
+    pub fn missing_limits_warning(&self) -> Option<String> {
+        let have = self.controllers();
+        let missing: Vec<&str> = ["memory", "cpu", "pids"]
+            .into_iter()
+            .filter(|c| !have.contains(*c))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "cgroup controllers {} are not available: those limits are not enforced",
+                missing.join(", ")
+            )
+        })
+    }
+
     pub fn controllers(&self) -> BTreeSet<String> {
         self.hierarchies
             .iter()
