@@ -81,6 +81,34 @@ impl SandboxSpec {
     }
 }
 
+/// Sizes of a sandbox's `/tmp` and `/dev/shm` (in that order) for
+/// `memory_bytes` of memory and a `/tmp` of at most `tmp_cap`. Together they
+/// hold half the memory at most: tmpfs pages count against the sandbox's
+/// memory and cannot be reclaimed, so full ones must leave room for the
+/// agent (or the out-of-memory killer ends the sandbox).
+pub(crate) fn tmpfs_sizes(memory_bytes: u64, tmp_cap: u64) -> (u64, u64) {
+    let shm = (64u64 << 20).min(memory_bytes / 8).max(4 << 20);
+    let tmp = tmp_cap
+        .min((memory_bytes / 2).saturating_sub(shm))
+        .max(8 << 20);
+    (tmp, shm)
+}
+
+#[cfg(test)]
+mod tmpfs_tests {
+    #[test]
+    fn tmp_and_shm_together_stay_within_half_the_memory() {
+        for mb in [128u64, 256, 512, 4096] {
+            let mem = mb << 20;
+            let (tmp, shm) = super::tmpfs_sizes(mem, 1 << 30);
+            assert!(tmp + shm <= mem / 2, "{mb} MiB: {tmp} + {shm}");
+            assert!(shm >= 4 << 20 && tmp >= 8 << 20);
+        }
+        // The cap wins when it is the smaller.
+        assert_eq!(super::tmpfs_sizes(4096 << 20, 64 << 20).0, 64 << 20);
+    }
+}
+
 // ---- network (see docs/network.md) ----
 
 /// Egress through Capsule's proxy: the sandbox reaches the destinations of

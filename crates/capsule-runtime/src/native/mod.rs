@@ -946,16 +946,7 @@ impl NativeRuntime {
             egress::Proxies::save(dir, network)?;
             env.extend(egress::proxy_env().map(|(k, v)| (k.to_owned(), v)));
         }
-        // /tmp and /dev/shm together hold half the memory at most: tmpfs
-        // pages count against the sandbox's memory and cannot be reclaimed,
-        // so full ones must leave room for the agent (or the out-of-memory
-        // killer ends the sandbox).
-        let shm_size = (64u64 << 20).min(memory_bytes / 8).max(4 << 20);
-        let tmp_size = self
-            .opts
-            .tmp_bytes
-            .min((memory_bytes / 2).saturating_sub(shm_size))
-            .max(8 << 20);
+        let (tmp_size, shm_size) = crate::tmpfs_sizes(memory_bytes, self.opts.tmp_bytes);
         let init_spec = InitSpec {
             id: id.to_string(),
             hostname: "capsule".to_owned(),

@@ -325,10 +325,9 @@ impl Storage {
         }
     }
 
-    /// Captures the writable layer of `id` (the sandbox is frozen by the
-    /// caller) as the snapshot `snap`; returns the bytes it holds.
-    /// Captures the sandbox's writable layer as `snap`; returns where the
-    /// snapshot's files are (the caller measures them, after thawing).
+    /// Captures the writable layer of `id` (frozen by the caller) as `snap`;
+    /// returns where the snapshot's files are (the caller measures them,
+    /// after thawing).
     pub(crate) fn snapshot(&self, id: &str, sandbox_dir: &Path, snap: &str) -> Result<PathBuf> {
         match &self.kind {
             Kind::Btrfs { mnt, .. } => {
@@ -390,17 +389,24 @@ impl Storage {
     ) -> Result<()> {
         let path = self.volume_path(key);
         match &self.kind {
-            Kind::Btrfs { mnt, .. } => {
-                btrfs::create_subvolume(&mnt.join("volumes"), key)
-                    .map_err(sys_err(format!("creating volume {key}")))?;
-                btrfs::limit_subvolume(&path, Some(bytes))
-                    .map_err(sys_err(format!("limiting volume {key}")))?;
-            }
+            Kind::Btrfs { mnt, .. } => btrfs::create_subvolume(&mnt.join("volumes"), key)
+                .map_err(sys_err(format!("creating volume {key}")))?,
             Kind::Plain => {
-                fs::create_dir_all(&path).map_err(io_err(format!("creating volume {key}")))?;
+                fs::create_dir_all(&path).map_err(io_err(format!("creating volume {key}")))?
             }
         }
-        own(&path)
+        let finished = match &self.kind {
+            Kind::Btrfs { .. } => btrfs::limit_subvolume(&path, Some(bytes))
+                .map_err(sys_err(format!("limiting volume {key}"))),
+            Kind::Plain => Ok(()),
+        }
+        .and_then(|()| own(&path));
+        // A volume that could not be finished is not left behind: its name
+        // must stay free for the next try.
+        if finished.is_err() {
+            let _ = self.delete_volume(key);
+        }
+        finished
     }
 
     pub(crate) fn delete_volume(&self, key: &str) -> Result<()> {

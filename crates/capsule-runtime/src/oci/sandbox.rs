@@ -145,6 +145,7 @@ impl OciRuntime {
             .chain(spec.template.extra_binds.iter())
             .cloned()
             .collect();
+        let (tmp_size, shm_size) = crate::tmpfs_sizes(memory_bytes, self.opts.tmp_bytes);
         let config = bundle::config(&bundle::BundleParams {
             flavor: self.cli.flavor,
             hostname: "capsule",
@@ -158,10 +159,8 @@ impl OciRuntime {
             limit_swap,
             cpu: spec.cpu,
             pids: spec.pids,
-            // Half the memory at most: tmpfs pages count against the
-            // sandbox's memory and a full /tmp must leave room for the agent.
-            tmp_bytes: self.opts.tmp_bytes.min(memory_bytes / 2).max(8 << 20),
-            shm_bytes: (64u64 << 20).min(memory_bytes),
+            tmp_bytes: tmp_size,
+            shm_bytes: shm_size,
             cgroups_path: cgroups_path.as_deref(),
         })
         .map_err(failed)?;

@@ -136,7 +136,6 @@ impl Cgroups {
         })
     }
 
-    /// The controllers available across all hierarchies.
     /// A warning naming the limit controllers (memory, cpu, pids) this host
     /// lacks, if any.
     pub fn missing_limits_warning(&self) -> Option<String> {
@@ -153,6 +152,7 @@ impl Cgroups {
         })
     }
 
+    /// The controllers available across all hierarchies.
     pub fn controllers(&self) -> BTreeSet<String> {
         self.hierarchies
             .iter()
