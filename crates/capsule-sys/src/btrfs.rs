@@ -54,6 +54,23 @@ const SUBVOL_CREATE: u32 = ioc(IOC_WRITE, 14, std::mem::size_of::<VolArgs>());
 const SNAP_DESTROY: u32 = ioc(IOC_WRITE, 15, std::mem::size_of::<VolArgs>());
 const SNAP_CREATE_V2: u32 = ioc(IOC_WRITE, 23, std::mem::size_of::<VolArgsV2>());
 const QGROUP_LIMIT: u32 = ioc(IOC_READ, 43, std::mem::size_of::<QgroupLimitArgs>());
+const SNAP_CREATE: u32 = ioc(IOC_WRITE, 1, std::mem::size_of::<VolArgs>());
+const SUBVOL_CREATE_V2: u32 = ioc(IOC_WRITE, 24, std::mem::size_of::<VolArgsV2>());
+const SNAP_DESTROY_V2: u32 = ioc(IOC_WRITE, 63, std::mem::size_of::<VolArgsV2>());
+
+/// The ioctls that make or remove subvolumes. Sandboxes may not use them:
+/// a subvolume made inside a volume or a sandbox's layer has a quota group
+/// of its own (its writes escape the disk limit), and it keeps the volume
+/// from being deleted.
+pub const SUBVOLUME_IOCTLS: [u32; 6] = [
+    SNAP_CREATE,
+    SUBVOL_CREATE,
+    SNAP_DESTROY,
+    SNAP_CREATE_V2,
+    SUBVOL_CREATE_V2,
+    SNAP_DESTROY_V2,
+];
+
 const SUBVOL_RDONLY: u64 = 1 << 1;
 const LIMIT_MAX_EXCL: u64 = 1 << 1;
 const BTRFS_SUPER_MAGIC: u64 = 0x9123_683e;

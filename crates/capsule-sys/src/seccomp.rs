@@ -30,6 +30,9 @@ pub enum Rule {
     Deny,
     /// Refused with EPERM when argument `arg` carries any namespace flag.
     DenyNamespaceFlags { arg: u8 },
+    /// Refused with EPERM when the low 32 bits of argument `arg` are one of
+    /// `values` (ioctl request numbers).
+    DenyValues { arg: u8, values: &'static [u32] },
 }
 
 /// The deny-list: (name, number, rule). The reason for each group is the
@@ -70,6 +73,15 @@ pub const DENY_LIST: &[(&str, i64, Rule)] = &[
         "clone",
         libc::SYS_clone,
         Rule::DenyNamespaceFlags { arg: 0 },
+    ),
+    // Making or removing btrfs subvolumes (see `btrfs::SUBVOLUME_IOCTLS`).
+    (
+        "ioctl",
+        libc::SYS_ioctl,
+        Rule::DenyValues {
+            arg: 1,
+            values: &crate::btrfs::SUBVOLUME_IOCTLS,
+        },
     ),
     // userfaultfd makes kernel races easy to win.
     ("userfaultfd", libc::SYS_userfaultfd, Rule::Deny),
@@ -148,6 +160,20 @@ pub fn sandbox_filters() -> Result<Vec<BpfProgram>> {
                         .map_err(|e| SysError::Unsupported(format!("seccomp rule for {name}: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?,
+            Rule::DenyValues { arg, values } => values
+                .iter()
+                .map(|&value| {
+                    let cond = SeccompCondition::new(
+                        arg,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::Eq,
+                        u64::from(value),
+                    )
+                    .map_err(|e| SysError::Unsupported(format!("seccomp rule for {name}: {e}")))?;
+                    SeccompRule::new(vec![cond])
+                        .map_err(|e| SysError::Unsupported(format!("seccomp rule for {name}: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?,
         };
         deny.insert(nr, rules);
     }
@@ -202,6 +228,20 @@ mod tests {
                 // SAFETY: __errno_location returns this thread's errno slot.
                 if unsafe { *libc::__errno_location() } != libc::EPERM {
                     return 11;
+                }
+                // A subvolume cannot be made (the request is refused
+                // before the kernel reads the argument).
+                // SAFETY: the ioctl is refused by the filter; its argument is never read.
+                let made = unsafe {
+                    libc::ioctl(
+                        0,
+                        crate::btrfs::SUBVOLUME_IOCTLS[1] as _,
+                        std::ptr::null_mut::<u8>(),
+                    )
+                };
+                // SAFETY: __errno_location returns this thread's errno slot.
+                if made != -1 || unsafe { *libc::__errno_location() } != libc::EPERM {
+                    return 13;
                 }
                 // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0) reads no memory.
                 if unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) } != -1 {

@@ -184,6 +184,14 @@ fn volumes_persist_and_are_shared_read_only() {
         "echo kept > /data/note.txt && id -u && stat -c %U /data",
     );
     assert_eq!(r["stdout"], "1000\nuser\n", "{r}");
+    // The volume's owner still cannot make a subvolume in it (one would
+    // have its own quota group, outside the volume's limit, and keep the
+    // volume from being deleted). The ioctl is made directly.
+    let r = server.exec(
+        &writer,
+        json!(["python3", "-c", "import fcntl,os,struct\nfd=os.open('/data',os.O_RDONLY)\ntry:\n    fcntl.ioctl(fd,0x5000940e,bytearray(struct.pack('q4088s',0,b'sub')))\n    print('made')\nexcept OSError as e:\n    print(e.errno)"]),
+    );
+    assert_eq!(r["stdout"], "1\n", "a subvolume was made in a volume: {r}");
     let e = server.err("sandbox.v1.deleteVolume", json!({"name": "data"}));
     assert!(e["message"].as_str().unwrap().contains(&writer), "{e}");
     server.ok("sandbox.v1.delete", json!({"id": writer}));

@@ -178,7 +178,7 @@ impl Storage {
                     "-t",
                     "btrfs",
                     "-o",
-                    "loop,noatime,user_subvol_rm_allowed",
+                    "loop,noatime",
                     &image.to_string_lossy(),
                     &mnt.to_string_lossy(),
                 ],

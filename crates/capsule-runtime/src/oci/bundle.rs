@@ -134,28 +134,30 @@ pub fn seccomp(flavor: OciFlavor) -> Result<LinuxSeccomp, String> {
         "aarch64" => Arch::ScmpArchAarch64,
         other => return Err(format!("seccomp: unsupported architecture {other}")),
     };
-    let deny = |name: &str, errno: i32, args: Vec<(usize, u64)>| -> Result<LinuxSyscall, String> {
-        let mut b = LinuxSyscallBuilder::default()
-            .names(vec![name.to_owned()])
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(errno as u32);
-        if !args.is_empty() {
-            let args = args
-                .into_iter()
-                .map(|(index, flag)| {
-                    LinuxSeccompArgBuilder::default()
-                        .index(index)
-                        .value(flag)
-                        .value_two(flag)
-                        .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
-                        .build()
-                        .map_err(build_error("seccomp rules"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            b = b.args(args);
-        }
-        b.build().map_err(build_error("seccomp rules"))
-    };
+    // Each argument test is (index, mask, value): `arg & mask == value`.
+    let deny =
+        |name: &str, errno: i32, args: Vec<(usize, u64, u64)>| -> Result<LinuxSyscall, String> {
+            let mut b = LinuxSyscallBuilder::default()
+                .names(vec![name.to_owned()])
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(errno as u32);
+            if !args.is_empty() {
+                let args = args
+                    .into_iter()
+                    .map(|(index, mask, value)| {
+                        LinuxSeccompArgBuilder::default()
+                            .index(index)
+                            .value(mask)
+                            .value_two(value)
+                            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                            .build()
+                            .map_err(build_error("seccomp rules"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                b = b.args(args);
+            }
+            b.build().map_err(build_error("seccomp rules"))
+        };
     let mut syscalls = Vec::new();
     for &(name, _, rule) in DENY_LIST {
         match rule {
@@ -164,7 +166,21 @@ pub fn seccomp(flavor: OciFlavor) -> Result<LinuxSeccomp, String> {
             Rule::DenyNamespaceFlags { .. } if runsc && name == "clone" => {}
             Rule::DenyNamespaceFlags { arg } => {
                 for flag in NAMESPACE_FLAGS {
-                    syscalls.push(deny(name, libc::EPERM, vec![(usize::from(arg), flag)])?);
+                    syscalls.push(deny(
+                        name,
+                        libc::EPERM,
+                        vec![(usize::from(arg), flag, flag)],
+                    )?);
+                }
+            }
+            // The low 32 bits (ioctl request numbers), compared exactly.
+            Rule::DenyValues { arg, values } => {
+                for &value in values {
+                    syscalls.push(deny(
+                        name,
+                        libc::EPERM,
+                        vec![(usize::from(arg), u64::from(u32::MAX), u64::from(value))],
+                    )?);
                 }
             }
         }
@@ -503,6 +519,11 @@ mod tests {
                 Rule::DenyNamespaceFlags { .. } => {
                     assert_eq!(matching.len(), NAMESPACE_FLAGS.len(), "{name}");
                     assert_eq!(matching[0]["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+                }
+                Rule::DenyValues { values, .. } => {
+                    assert_eq!(matching.len(), values.len(), "{name}");
+                    assert_eq!(matching[0]["args"][0]["value"], u64::from(u32::MAX));
+                    assert_eq!(matching[0]["args"][0]["valueTwo"], u64::from(values[0]));
                 }
             }
         }
