@@ -910,6 +910,30 @@ impl NativeRuntime {
             )));
         }
 
+        // Checked before a ready launcher is taken: a refused create must
+        // not use one up.
+        if let Some(network) = &spec.network {
+            self.check_network(network)?;
+        }
+        let volumes = spec
+            .volumes
+            .iter()
+            .map(|v| {
+                let source = self.storage.volume_path(&v.key);
+                if source.is_dir() {
+                    Ok(VolumeBind {
+                        source,
+                        target: v.path.clone(),
+                        read_only: v.read_only,
+                    })
+                } else {
+                    Err(RuntimeError::Unavailable(format!(
+                        "volume {} does not exist",
+                        v.key
+                    )))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
         let memory_bytes = spec.memory_mb.saturating_mul(1 << 20);
         let slot = self
             .pool
@@ -942,7 +966,6 @@ impl NativeRuntime {
         let (user_uid, user_gid) = self.user_ids();
         let mut env = spec.env.clone();
         if let Some(network) = &spec.network {
-            self.check_network(network)?;
             egress::Proxies::save(dir, network)?;
             env.extend(egress::proxy_env().map(|(k, v)| (k.to_owned(), v)));
         }
@@ -965,25 +988,7 @@ impl NativeRuntime {
                 .chain(spec.template.extra_binds.iter())
                 .cloned()
                 .collect(),
-            volumes: spec
-                .volumes
-                .iter()
-                .map(|v| {
-                    let source = self.storage.volume_path(&v.key);
-                    if source.is_dir() {
-                        Ok(VolumeBind {
-                            source,
-                            target: v.path.clone(),
-                            read_only: v.read_only,
-                        })
-                    } else {
-                        Err(RuntimeError::Unavailable(format!(
-                            "volume {} does not exist",
-                            v.key
-                        )))
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?,
+            volumes,
             tmp_size_bytes: tmp_size,
             shm_size_bytes: shm_size,
             owned_dirs: vec![
