@@ -247,8 +247,17 @@ impl Engine {
         for rec in records {
             let id = rec.id;
             if rec.state == SandboxState::Running && !self.is_over(&rec, now) {
+                // A paused sandbox's agent cannot answer the attach check:
+                // thawed for it, frozen again once attached.
+                let paused = rec.paused_at.is_some();
+                if paused && let Err(e) = self.runtime.resume(id).await {
+                    tracing::warn!(sandbox = %id, "thawing to re-attach failed: {e}");
+                }
                 match self.runtime.attach(id).await {
                     Ok(Some(attached)) => {
+                        if paused && let Err(e) = self.runtime.pause(id).await {
+                            tracing::warn!(sandbox = %id, "pausing again after re-attaching failed: {e}");
+                        }
                         tracing::info!(sandbox = %id, "re-attached after restart");
                         self.adopt(rec, attached);
                         continue;

@@ -307,6 +307,20 @@ fn disk_limits_stop_the_writer_not_the_sandbox() {
 }
 
 #[test]
+fn a_paused_sandbox_survives_a_server_restart() {
+    let mut server = Server::start();
+    let id = server.create("base");
+    server.sh(&id, "echo kept > /workspace/f");
+    server.ok("sandbox.v1.pause", json!({"id": id}));
+    server.restart();
+    assert_eq!(state(&server, &id), "paused");
+    // Still frozen after the restart, and a call wakes it as before.
+    assert_eq!(server.sh(&id, "cat /workspace/f")["stdout"], "kept\n");
+    assert_eq!(state(&server, &id), "running");
+    server.shutdown_and_check_clean();
+}
+
+#[test]
 fn pause_stops_cpu_and_any_call_resumes() {
     let server = Server::start();
     let id = server.ok(
