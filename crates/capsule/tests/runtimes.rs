@@ -65,6 +65,10 @@ fn each_sandbox_runs_on_the_runtime_it_asked_for() {
     }
     let runtimes = installed();
     if runtimes.is_empty() {
+        assert!(
+            std::env::var_os("CAPSULE_REQUIRE_OCI").is_none(),
+            "CAPSULE_REQUIRE_OCI is set but no OCI runtime is installed"
+        );
         eprintln!("skipped: no OCI runtime (runsc, runc, crun) is installed");
         return;
     }
@@ -197,6 +201,10 @@ fn oci_sandboxes_survive_a_server_restart() {
         return;
     }
     let Some(rt) = installed().into_iter().find(|r| *r != "gvisor") else {
+        assert!(
+            std::env::var_os("CAPSULE_REQUIRE_OCI").is_none(),
+            "CAPSULE_REQUIRE_OCI is set but neither runc nor crun is installed"
+        );
         eprintln!("skipped: neither runc nor crun is installed");
         return;
     };
