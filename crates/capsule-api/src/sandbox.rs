@@ -77,15 +77,22 @@ pub mod methods {
 }
 
 /// Deserializes the `params` of `method`, turning serde's complaint into an
-/// `invalid_params` error that names the method.
+/// `invalid_params` error that names the method and the offending field.
 pub fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, ApiError> {
     if let Value::Array(_) = params {
         return Err(ApiError::invalid_params(format!(
             "{method} takes named parameters (a JSON object), not an array"
         )));
     }
-    serde_json::from_value(params)
-        .map_err(|e| ApiError::invalid_params(format!("invalid params for {method}: {e}")))
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ApiError::invalid_params(if path == "." {
+            format!("invalid params for {method}: {inner}")
+        } else {
+            format!("invalid params for {method}: `{path}`: {inner}")
+        })
+    })
 }
 
 /// The lifecycle states a sandbox moves through.

@@ -364,12 +364,13 @@ impl Engine {
             return; // Deleted on purpose; the deleter cleans up.
         }
         tracing::warn!(sandbox = %id, "sandbox failed: {reason}");
-        let _ = self
-            .store
-            .set_state(id, SandboxState::Failed, Some(&reason), Some(now_millis()));
+        // Reclaimed first: a sandbox shown as failed holds nothing any more.
         if let Err(e) = self.runtime.destroy(id).await {
             tracing::warn!(sandbox = %id, "reclaiming a failed sandbox: {e}");
         }
+        let _ = self
+            .store
+            .set_state(id, SandboxState::Failed, Some(&reason), Some(now_millis()));
     }
 
     pub(crate) fn template(&self, name: &str) -> Result<Template, ApiError> {

@@ -692,6 +692,30 @@ fn bad_values_are_refused_with_the_value_named() {
             "invalid_params",
             "no-such-snap",
         ),
+        (
+            "sandbox.v1.deleteVolume",
+            json!({"name": "no-such-vol"}),
+            "invalid_params",
+            "no-such-vol",
+        ),
+        (
+            "sandbox.v1.create",
+            json!({"template": "base", "pause_on_expiry": "yes"}),
+            "invalid_params",
+            "pause_on_expiry",
+        ),
+        (
+            "sandbox.v1.create",
+            json!({"template": "base", "snapshot": "no-such-snap"}),
+            "invalid_params",
+            "no-such-snap",
+        ),
+        (
+            "admin.v1.setPool",
+            json!({"template": "base", "size": 257}),
+            "invalid_params",
+            "257",
+        ),
     ];
     for (method, params, kind, named) in cases {
         let e = server.err(method, params.clone());

@@ -119,8 +119,24 @@ fn each_tenant_sees_only_its_own_sandboxes() {
             let e = g.err("sandbox.v1.create", params.clone());
             assert_eq!(e["data"]["kind"], "invalid_params", "{params}: {e}");
         }
-        g.err("sandbox.v1.deleteSnapshot", json!({"snapshot": snap_id}));
-        g.err("sandbox.v1.deleteVolume", json!({"name": "acme-vol"}));
+        // Another tenant's snapshot or volume looks like one that does not exist.
+        for (method, params, missing) in [
+            (
+                "sandbox.v1.deleteSnapshot",
+                json!({"snapshot": snap_id}),
+                json!({"snapshot": "no-such-snap"}),
+            ),
+            (
+                "sandbox.v1.deleteVolume",
+                json!({"name": "acme-vol"}),
+                json!({"name": "no-such-vol"}),
+            ),
+        ] {
+            let e = g.err(method, params);
+            let m = g.err(method, missing);
+            assert_eq!(e["data"]["kind"], m["data"]["kind"], "{method}: {e} vs {m}");
+            assert_eq!(e["data"]["kind"], "invalid_params", "{method}: {e}");
+        }
         // Still there for their owner.
         assert_eq!(
             a.ok("sandbox.v1.listSnapshots", json!({}))["snapshots"][0]["snapshot_id"],
@@ -217,8 +233,12 @@ fn keys_are_made_listed_by_prefix_and_revoked() {
         "admin.v1.listKeys",
         "admin.v1.listTenants",
         "admin.v1.audit",
+        "admin.v1.setPool",
     ] {
-        let e = member.err(method, json!({"tenant": "acme"}));
+        let e = member.err(
+            method,
+            json!({"tenant": "acme", "template": "base", "size": 1}),
+        );
         assert_eq!(e["data"]["kind"], "permission_denied", "{method}: {e}");
     }
     let e = member.err("admin.v1.getTenant", json!({"tenant": "other"}));
