@@ -15,7 +15,9 @@ pub fn from_store(e: StoreError) -> ApiError {
 pub fn from_runtime(e: RuntimeError) -> ApiError {
     let message = capsule_sys_chain(&e);
     match e {
-        RuntimeError::Unsupported { .. } => ApiError::new(ErrorKind::Unsupported, message),
+        RuntimeError::Unsupported { .. } | RuntimeError::Refused(_) => {
+            ApiError::new(ErrorKind::Unsupported, message)
+        }
         RuntimeError::Unavailable(_) | RuntimeError::StartFailed { .. } => {
             ApiError::new(ErrorKind::Unavailable, message)
         }

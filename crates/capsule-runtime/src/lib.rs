@@ -190,6 +190,9 @@ pub enum RuntimeError {
         operation: &'static str,
         backend: &'static str,
     },
+    /// A request this backend cannot serve, with the reason.
+    #[error("{0}")]
+    Refused(String),
     #[error("sandbox {id} failed to start: {reason}")]
     StartFailed { id: SandboxId, reason: String },
     #[error("{context}")]

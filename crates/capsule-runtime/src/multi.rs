@@ -143,7 +143,7 @@ impl Runtime for Runtimes {
         let backend = self.by_name(name).expect("selected backends exist");
         if name != self.default.name() {
             if spec.snapshot.is_some() || !spec.volumes.is_empty() {
-                return Err(RuntimeError::Unavailable(format!(
+                return Err(RuntimeError::Refused(format!(
                     "snapshots and volumes belong to the {} runtime; a sandbox of the {name} \
                      runtime cannot start from a snapshot or mount volumes",
                     self.default.name()

@@ -344,6 +344,11 @@ fn parse_pool(s: &str) -> Result<(String, u32), String> {
     let n: u32 = n
         .parse()
         .map_err(|_| format!("--pool {s:?}: {n:?} is not a count"))?;
+    // The same ceiling as admin.v1.setPool: pool sandboxes do not count
+    // against --max-sandboxes.
+    if n > 256 {
+        return Err(format!("--pool {s:?}: {n} is above 256"));
+    }
     Ok((t.to_owned(), n))
 }
 

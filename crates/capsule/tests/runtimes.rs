@@ -179,6 +179,7 @@ fn unknown_and_unusable_runtimes_are_refused_with_the_reason() {
         e["message"].as_str().unwrap().contains("volumes"),
         "[{rt}] {e}"
     );
+    assert_eq!(e["data"]["kind"], "unsupported", "[{rt}] {e}");
     let id = server.ok(
         "sandbox.v1.create",
         json!({"template": "base", "runtime": rt}),

@@ -126,8 +126,8 @@ impl Storage {
             Ok(s) => Ok(s),
             Err(e) if mode == StorageMode::Auto => {
                 warnings.push(format!(
-                    "sandbox storage is plain directories: snapshots and forks copy files and \
-                     there are no per-sandbox disk limits ({e})"
+                    "sandbox storage is plain directories: snapshots and forks copy files (a \
+                     rootless server refuses them) and there are no per-sandbox disk limits ({e})"
                 ));
                 Ok(plain)
             }

@@ -277,7 +277,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let server = tokio::spawn(async move { server.await });
     shutdown_signal().await;
-    tracing::info!("shutting down; sandboxes keep running and are re-attached at the next start");
+    tracing::info!(
+        "shutting down; sandboxes keep running and are re-attached at the next start (unclaimed warm-pool sandboxes are deleted)"
+    );
     let _ = stop_tx.send(());
     if tokio::time::timeout(Duration::from_secs(10), server)
         .await
