@@ -587,7 +587,15 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .values()
-                .filter(|l| plan.extra.pooled || !l.record().extra.pooled)
+                .filter(|l| {
+                    plan.extra.pooled
+                        || !l
+                            .record
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .extra
+                            .pooled
+                })
                 .count();
             if live + *creating >= self.config.max_sandboxes {
                 return Err(ApiError::new(

@@ -18,6 +18,20 @@ use crate::tenancy::Principal;
 
 /// The tenant pooled sandboxes are recorded under until claimed.
 pub(crate) const POOL_TENANT: &str = "";
+/// Takes an unclaimed pooled sandbox out of the pool for deleting it: true
+/// when it still was unclaimed. Checked and marked under the record's lock,
+/// as a claim is, so a sandbox a create has just claimed is never deleted.
+fn unclaimed_taken(live: &Live) -> bool {
+    let mut r = live.record.lock().unwrap_or_else(|p| p.into_inner());
+    if r.extra.pooled && r.tenant == POOL_TENANT {
+        // No tenant has this name: no claim matches it any more.
+        r.tenant = "\u{0}removed-from-pool".to_owned();
+        true
+    } else {
+        false
+    }
+}
+
 /// A pooled sandbox lives this long before it is replaced by a fresh one.
 const POOLED_TTL_MS: u64 = 3_600_000;
 
@@ -177,16 +191,18 @@ impl Engine {
             let mut made_one = false;
             // Templates no longer pooled give their sandboxes back.
             for live in e.live_handles() {
-                let r = live.record();
-                if r.extra.pooled && r.tenant == POOL_TENANT && !targets.contains_key(&r.template) {
-                    let _ = e.delete_any(r.id).await;
+                let gone = !targets.contains_key(&live.record().template);
+                if gone && unclaimed_taken(&live) {
+                    let _ = e.delete_any(live.record().id).await;
                 }
             }
             for (template, size) in targets {
                 let ready = e.pooled(&template);
                 if ready.len() > size as usize {
                     for live in ready.iter().skip(size as usize) {
-                        let _ = e.delete_any(live.record().id).await;
+                        if unclaimed_taken(live) {
+                            let _ = e.delete_any(live.record().id).await;
+                        }
                     }
                 } else if ready.len() < size as usize {
                     match e.fill_one(&template).await {

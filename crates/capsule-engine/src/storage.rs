@@ -327,6 +327,9 @@ impl Engine {
         who: &Principal,
         asked: &[VolumeMountParam],
     ) -> Result<Vec<VolumeSpec>, ApiError> {
+        if asked.is_empty() {
+            return Ok(Vec::new());
+        }
         let mounts: Vec<crate::store::VolumeMount> = asked
             .iter()
             .map(|v| crate::store::VolumeMount {

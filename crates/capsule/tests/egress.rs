@@ -251,16 +251,18 @@ fn egress_reaches_only_the_allow_list_and_keeps_secrets_outside() {
     // The script names the secret in two halves, so that its own command
     // line does not hold it.
     let (head, tail) = SECRET.split_at(8);
-    let r = server.sh(
-        &id,
-        &format!(
+    // As the sandbox's root, which can read every process's environment.
+    let r = server.ok(
+        "sandbox.v1.exec",
+        json!({"id": id, "user": "root", "cmd": format!(
             "env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n'; \
-             a='{head}'; b='{tail}'; grep -rsl \"$a$b\" /etc /tmp /run /var /home /workspace /root 2>/dev/null; true"
-        ),
+             a='{head}'; b='{tail}'; grep -rsq \"$a$b\" /etc /tmp /run /var /home /workspace /root 2>/dev/null \
+             && echo FOUND-IN\"-A-\"FILE; true"
+        )}),
     );
     let seen = format!("{}{}", r["stdout"], r["stderr"]);
     assert!(
-        !seen.contains(SECRET),
+        !seen.contains(SECRET) && !seen.contains("FOUND-IN-A-FILE"),
         "the secret is visible inside: {seen}"
     );
     assert!(seen.contains("HTTP_PROXY=http://127.0.0.1:3128"), "{seen}");
